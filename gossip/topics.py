@@ -24,12 +24,16 @@ Why these numbers (py-libp2p 0.8.1 defaults in brackets):
 * **Peer scoring** [thresholds -inf, i.e. off]: only P4 (invalid messages) is
   weighted, 10 points per invalid message, capped at 100 messages, decaying by
   0.97 per heartbeat (half-life ~23 s). Thresholds: gossip -10 (after 2 invalid
-  messages we stop gossiping to the peer), publish -30 (after 4 we drop what it
-  sends before validating it), graylist -50 (after 6 we refuse its GRAFTs and
-  ignore it). Honest peers never forward invalid messages (validation runs
-  before forwarding), so a score this low means the peer itself sent them; a
-  peer whose view of the round lags by a round costs at most a few points that
-  decay within a minute.
+  messages we stop gossiping to the peer) and graylist -40 (after 5 we ignore
+  the peer: its messages are dropped before validation and its GRAFTs refused).
+  py-libp2p applies ``publish_threshold`` to messages *received from* a peer (in
+  go-libp2p it gates our own publishing), so there it is a graylist for
+  messages; we set it equal to ``graylist_threshold`` so that both take effect at
+  the same score (with publish above graylist, the peer's messages would stop
+  being validated before its score could ever reach the graylist). Honest peers
+  never forward invalid messages (validation runs before forwarding), so a score
+  this low means the peer itself sent them; a peer whose view of the round lags
+  by a round costs at most a few points that decay within a minute.
 * Message ids are py-libp2p's default (origin peer id + seqno); replays of the
   same announcement under a new seqno are removed by :class:`gossip.network`'s
   own duplicate filter.
@@ -74,15 +78,15 @@ class GossipParams:
     invalid_message_cap: float = 100.0
     invalid_message_decay: float = 0.97
     gossip_threshold: float = -10.0
-    publish_threshold: float = -30.0
-    graylist_threshold: float = -50.0
+    publish_threshold: float = -40.0
+    graylist_threshold: float = -40.0
 
     def __post_init__(self) -> None:
         if not 0 < self.degree_low <= self.degree <= self.degree_high:
             raise ValueError(f"need 0 < degree_low <= degree <= degree_high, got "
                              f"{self.degree_low}, {self.degree}, {self.degree_high}")
-        if not self.graylist_threshold < self.publish_threshold < self.gossip_threshold <= 0:
-            raise ValueError("need graylist < publish < gossip <= 0 thresholds, got "
+        if not self.graylist_threshold <= self.publish_threshold < self.gossip_threshold <= 0:
+            raise ValueError("need graylist <= publish < gossip <= 0 thresholds, got "
                              f"{self.graylist_threshold}, {self.publish_threshold}, "
                              f"{self.gossip_threshold}")
         if self.heartbeat_interval < 1:

@@ -14,6 +14,7 @@ encoding, payload size, allowed sender, and last the EIP-712 signature
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
@@ -26,7 +27,7 @@ from gossip.wire import (
     recover_update_signer,
 )
 
-__all__ = ["DROP_REASONS", "Counters", "AnnouncementValidator", "RoundWindow"]
+__all__ = ["DROP_REASONS", "COUNTER_NAMES", "Counters", "AnnouncementValidator", "RoundWindow"]
 
 DROP_REASONS = (
     "oversize",            # gossip message larger than an announcement can be
@@ -42,13 +43,29 @@ DROP_REASONS = (
 )
 
 
+COUNTER_NAMES = (
+    *(f"drop_{reason}" for reason in DROP_REASONS),
+    "drop_fetch_backlog",     # valid announcement, but too many fetches pending
+    "announce_received", "announce_valid", "published",
+    "updates_delivered", "update_fetch_failed",
+    # one per provider attempt
+    "fetch_ok", "fetch_not_found", "fetch_size_mismatch", "fetch_oversize",
+    "fetch_hash_mismatch", "fetch_stream_error", "fetch_timeout",
+    "fetch_failed",           # no provider delivered (after all retries)
+    "bytes_fetched", "bytes_served",
+    "serve_requests", "serve_ok", "serve_not_found", "serve_aborted", "serve_bad_request",
+    "bootstrap_connected", "bootstrap_dial_failed",
+)
+"""Every counter the networks keep; ``counters()`` always holds all of them."""
+
+
 class Counters:
     """Named monotonic counters (``counters()`` of the networks returns a copy)."""
 
     def __init__(self) -> None:
         self._c: Counter[str] = Counter()
-        for reason in DROP_REASONS:
-            self._c[f"drop_{reason}"] = 0
+        for name in COUNTER_NAMES:
+            self._c[name] = 0
 
     def inc(self, name: str, n: int = 1) -> None:
         self._c[name] += n
@@ -87,7 +104,7 @@ class AnnouncementValidator:
     def set_round_window(self, lo: int, hi: int) -> None:
         self.window = RoundWindow(lo, hi)
 
-    def set_allowed_senders(self, addresses: set[str] | frozenset[str] | None) -> None:
+    def set_allowed_senders(self, addresses: Iterable[str] | None) -> None:
         """Restrict senders to ``addresses`` (any case); None lifts the restriction."""
         self.allowed = (None if addresses is None
                         else frozenset(to_checksum_address(a) for a in addresses))
@@ -114,6 +131,10 @@ class AnnouncementValidator:
         except ValidationError as exc:
             self.counters.inc(f"drop_{exc.reason}")
             raise
+
+    def verify(self, ann: UpdateAnnouncement) -> None:
+        """Check our own announcement before publishing: raise, but count nothing."""
+        self._check(ann)
 
     def _check(self, ann: UpdateAnnouncement) -> None:
         if ann.chain_id != self.chain_id:

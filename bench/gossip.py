@@ -1,0 +1,259 @@
+"""Benchmark: N peers (OS processes) exchange one update of S bytes each, all-to-all.
+
+Three transports in the same run, so the ratios hold on a noisy shared machine:
+
+* **gossip** - fedchain's network (``python -m gossip.node``): signed announcement on
+  gossipsub, payload pulled over the ``/fedchain/payload/1`` libp2p stream;
+* **baseline** - the same bytes pushed through plain gossipsub publish (py-libp2p
+  0.8.1), cut into 512 KiB messages because larger ones are dropped silently;
+* **raw TCP** - each peer writes its payload to every other peer over plain TCP on
+  loopback (no encryption, no muxer): the floor.
+
+Time = from the moment the parent sends ``go`` to all children until the last peer
+holds every other peer's payload. ``bytes_received_per_peer_over_needed`` is the
+worst peer's payload bytes received over stream fetches divided by (N-1)*S.
+
+    .venv/bin/python bench/gossip.py --peers 10 --size-mb 4 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gossip.cluster import Cluster, ClusterError  # noqa: E402
+
+CHUNK = 512 * 1024
+BASELINE_TOPIC = "/fedchain-bench/baseline"
+
+
+def _key(i: int) -> str:
+    return hashlib.sha256(f"fedchain-bench-key-{i}".encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ children
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def _readline() -> str:
+    import trio
+
+    return (await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)).strip()
+
+
+async def _child_baseline(index: int, n: int, size: int, data_dir: str) -> None:
+    """Plain gossipsub: publish the payload in CHUNK-sized messages."""
+    import multiaddr
+    import trio
+    from libp2p.pubsub.pubsub import Pubsub
+    from libp2p.tools.anyio_service import background_trio_service
+
+    from gossip.host import build_host, load_or_create_identity, parse_peer_multiaddr
+    from gossip.topics import GossipParams, build_gossipsub
+
+    data = random.Random(index).randbytes(size)
+    host = build_host(load_or_create_identity(Path(data_dir)), ["/ip4/127.0.0.1/tcp/0"])
+    router = build_gossipsub(GossipParams())
+    pubsub = Pubsub(host, router, max_inbound_rpc_size=4 * CHUNK)
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        async with background_trio_service(pubsub), background_trio_service(router):
+            await pubsub.wait_until_ready()
+            sub = await pubsub.subscribe(BASELINE_TOPIC)
+            _emit({"event": "listening", "addrs": [str(a) for a in host.get_addrs()]})
+            setup = json.loads(await _readline())
+            for addr in setup["peers"]:
+                info = parse_peer_multiaddr(addr)
+                if info.peer_id != host.get_id():
+                    await host.connect(info)
+            with trio.fail_after(60):
+                while len(pubsub.peer_topics.get(BASELINE_TOPIC, ())) < n - 1 or \
+                        not router.mesh.get(BASELINE_TOPIC):
+                    await trio.sleep(0.05)
+            _emit({"event": "ready"})
+            await _readline()  # go
+            n_chunks = -(-size // CHUNK)
+            need = (n - 1) * n_chunks
+            got: set[tuple[int, int]] = set()
+            received = 0
+
+            async def receive() -> None:
+                nonlocal received
+                async for msg in sub:
+                    sender, idx = int.from_bytes(msg.data[:4], "big"), int.from_bytes(msg.data[4:8], "big")
+                    if sender != index:
+                        got.add((sender, idx))
+                        received += len(msg.data) - 8
+                    if len(got) == need:
+                        return
+
+            ok = True
+            with trio.move_on_after(float(setup["timeout"])) as scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(receive)
+                    for c in range(n_chunks):
+                        await pubsub.publish(BASELINE_TOPIC, index.to_bytes(4, "big") + c.to_bytes(4, "big")
+                                             + data[c * CHUNK:(c + 1) * CHUNK])
+            if scope.cancelled_caught:
+                ok = False
+            _emit({"event": "done", "t_done": time.time(), "complete": ok,
+                   "chunks": len(got), "need": need})
+            await _readline()  # stop
+    _emit({"event": "stopped"})
+
+
+async def _child_tcp(index: int, n: int, size: int) -> None:
+    """Raw TCP floor: connect to every peer and write the payload."""
+    import trio
+
+    data = random.Random(index).randbytes(size)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    done = trio.Event()
+    got: dict[int, int] = {}
+
+    async def handle(stream: trio.SocketStream) -> None:
+        header = b""
+        while len(header) < 4:
+            header += await stream.receive_some(4 - len(header))
+        sender, count = int.from_bytes(header, "big"), 0
+        while count < size:
+            chunk = await stream.receive_some(1 << 20)
+            if not chunk:
+                break
+            count += len(chunk)
+        got[sender] = count
+        if len(got) == n - 1 and all(v == size for v in got.values()):
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        _emit({"event": "listening", "addrs": [f"127.0.0.1:{port}"]})
+        setup = json.loads(await _readline())
+        _emit({"event": "ready"})
+        await _readline()  # go
+
+        async def send(addr: str) -> None:
+            host, p = addr.split(":")
+            stream = await trio.open_tcp_stream(host, int(p))
+            await stream.send_all(index.to_bytes(4, "big") + data)
+            await stream.aclose()
+
+        async with trio.open_nursery() as senders:
+            for addr in setup["peers"]:
+                if addr != f"127.0.0.1:{port}":
+                    senders.start_soon(send, addr)
+        with trio.move_on_after(float(setup["timeout"])):
+            await done.wait()
+        _emit({"event": "done", "t_done": time.time(), "complete": done.is_set()})
+        await _readline()  # stop
+        nursery.cancel_scope.cancel()
+    _emit({"event": "stopped"})
+
+
+# ------------------------------------------------------------------ parent
+
+
+def _run_cluster(cmds: list[list[str]], setup: dict[str, Any], timeout: float) -> list[dict[str, Any]] | None:
+    """Start children, exchange, return their 'done' objects (None if it timed out)."""
+    with Cluster(cmds) as cluster:
+        listening = cluster.expect_all("listening", 120)
+        cluster.send_all(json.dumps({**setup, "peers": [x["addrs"][0] for x in listening],
+                                     "timeout": timeout}))
+        cluster.expect_all("ready", 120)
+        t0 = time.time()
+        cluster.send_all("go")
+        try:
+            done = cluster.expect_all("done", timeout + 30)
+        except ClusterError as exc:
+            print(f"  ({exc})".splitlines()[0], file=sys.stderr)
+            return None
+        cluster.send_all("stop")
+        for d in done:
+            d["seconds"] = d["t_done"] - t0
+        return done
+
+
+def bench(peers: int, size: int, timeout: float, *, fetch_concurrency: int = 4,
+          only_gossip: bool = False) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="fedchain-bench-"))
+    py, me = sys.executable, str(Path(__file__).resolve())
+    from eth_account import Account
+
+    allowed = [Account.from_key(bytes.fromhex(_key(i))).address for i in range(peers)]
+    gossip_cmds = [[py, "-m", "gossip.node", "--data-dir", str(tmp / f"g{i}"), "--eth-key", _key(i),
+                    "--size", str(size), "--seed", str(i), "--timeout", str(timeout),
+                    "--fetch-concurrency", str(fetch_concurrency)]
+                   for i in range(peers)]
+    done = _run_cluster(gossip_cmds, {"allowed": allowed}, timeout)
+    result: dict[str, Any] = {"peers": peers, "size_bytes": size}
+    if done is None:
+        result["seconds_all_have_all"] = None
+        result["bytes_received_per_peer_over_needed"] = None
+    else:
+        result["seconds_all_have_all"] = round(max(d["seconds"] for d in done), 3)
+        needed = (peers - 1) * size
+        result["bytes_received_per_peer_over_needed"] = round(
+            max(d["counters"]["bytes_fetched"] for d in done) / needed, 4)
+    if only_gossip:
+        return result
+    common = ["--peers", str(peers), "--size", str(size)]
+    base = _run_cluster([[py, me, "--child", "baseline", "--index", str(i), "--data-dir",
+                          str(tmp / f"b{i}"), *common] for i in range(peers)], {}, timeout)
+    result["baseline_gossipsub_seconds"] = (
+        None if base is None or not all(d["complete"] for d in base)
+        else round(max(d["seconds"] for d in base), 3))
+    if base is not None and not all(d["complete"] for d in base):
+        result["baseline_gossipsub_chunks_received"] = [f"{d['chunks']}/{d['need']}" for d in base]
+    tcp = _run_cluster([[py, me, "--child", "tcp", "--index", str(i), *common]
+                        for i in range(peers)], {}, timeout)
+    result["raw_tcp_seconds"] = (None if tcp is None or not all(d["complete"] for d in tcp)
+                                 else round(max(d["seconds"] for d in tcp), 3))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--peers", type=int, default=10)
+    parser.add_argument("--size-mb", type=float, default=4.0)
+    parser.add_argument("--size", type=int, default=0, help="bytes (overrides --size-mb)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="per transport, seconds")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--fetch-concurrency", type=int, default=4)
+    parser.add_argument("--only-gossip", action="store_true", help="skip baseline and raw TCP")
+    parser.add_argument("--child", choices=["baseline", "tcp"], help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    size = args.size or int(args.size_mb * (1 << 20))
+    if args.child:
+        import trio
+
+        if args.child == "baseline":
+            trio.run(_child_baseline, args.index, args.peers, size, args.data_dir)
+        else:
+            trio.run(_child_tcp, args.index, args.peers, size)
+        return
+    result = bench(args.peers, size, args.timeout, fetch_concurrency=args.fetch_concurrency,
+                   only_gossip=args.only_gossip)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:40s} {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,482 @@
+"""A peer node: carries out the decisions of :func:`peer.protocol.decide`.
+
+One :class:`PeerNode` holds one participant's key, data, model and network handle. Its
+``run`` loop reads the chain, asks ``decide`` what to do, does it, and repeats. All chain
+calls go through the one chain client (synchronous web3) in a worker thread; training and
+aggregation run in worker threads too, so the trio loop keeps serving gossip and payloads.
+
+Failure policy: a phase that cannot be completed (a missed deadline, a revert because the
+round moved on, a payload that cannot be fetched) is logged and counted, and the peer moves
+to the next decision; nothing a remote peer sends can crash the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+from gossip.wire import UpdateAnnouncement, encode_arrays, sign_update
+from peer.aggregate import aggregate, kept_mask
+from peer.attacks import make_byzantine
+from peer.codecs import decode_update, encode_update
+from peer.data import Dataset
+from peer.merkle import MerkleTree
+from peer.models import ModelSpec, canonical_bytes, model_hash
+from peer.privacy import DPConfig
+from peer.protocol import Action, ChainView, Decision, LocalState, Phase, decide
+from peer.rewards import RewardRule, accumulate, round_rewards
+from peer.train import TrainConfig, evaluate, train_local
+
+__all__ = ["NodeConfig", "PeerNode", "RoundRecord", "EMPTY_ROOT"]
+
+log = logging.getLogger("fedchain.node")
+
+EMPTY_ROOT = b"\x00" * 32  # rewards root of a federation where nobody has earned yet
+ENCODING_FLOAT32 = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Options of one peer node (loaded from the peer's TOML by the CLI)."""
+
+    data_dir: Path
+    model: ModelSpec
+    train: TrainConfig
+    dp: DPConfig | None = None
+    aggregator: str = "median"
+    aggregator_f: int = 0  # Byzantine peers assumed, for Krum / trimmed mean
+    codec: str = "float32"
+    kept_factor: float = 2.0
+    sample_cap: int = 1_000
+    byzantine: str | None = None  # attack name: simulation and demo only
+    poll_interval: float = 0.05
+    fetch_timeout: float = 15.0
+    max_payload_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class RoundRecord:
+    """What this peer saw of one round (for the live view, the demo and metrics)."""
+
+    round: int
+    committed: int = 0
+    valid: int = 0
+    kept: int = 0
+    rejected: list[str] = field(default_factory=list)
+    model_hash: str = ""
+    finalized: bool = False
+    accuracy: float | None = None
+    loss: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    gas: dict[str, int] = field(default_factory=dict)
+    kept_peers: list[str] = field(default_factory=list)
+    committed_peers: list[str] = field(default_factory=list)
+
+
+class PeerNode:
+    """One participant. ``run()`` until the federation is done or ``stop_after`` rounds."""
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        federation: Any,
+        account: Any,
+        network: Any,
+        train_data: Dataset,
+        test_data: Dataset,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.cfg = config
+        self.fed = federation
+        self.account = account
+        self.address: str = account.address
+        self.net = network
+        self.train_data = train_data
+        self.test_data = test_data
+        self._on_event = on_event or (lambda kind, data: None)
+        params = federation.params()
+        self.params = params
+        self.rule = RewardRule(
+            reward_per_round=params.reward_per_round,
+            contributor_share_bps=params.contributor_share_bps,
+            sample_cap=config.sample_cap,
+        )
+        self.chain_id: int = federation.client.chain_id
+        self.contract: str = federation.address
+        self.dim = _n_params(config.model)
+        self.model: np.ndarray = _genesis_vector(config.model)
+        self.balances: dict[str, int] = {}
+        self.state = LocalState(model_round=0, model_hash=model_hash(self.model))
+        if self.state.model_hash != params.genesis_model_hash:
+            raise ValueError(
+                f"the federation's genesis model hash {params.genesis_model_hash.hex()} is not the hash of "
+                f"model {config.model} ({self.state.model_hash.hex()}): wrong model spec for this contract"
+            )
+        self.records: dict[int, RoundRecord] = {}
+        self.counters: dict[str, int] = {}
+        self._update: tuple[UpdateAnnouncement, bytes, int] | None = None
+        self._aggregate: tuple[np.ndarray, dict[str, int]] | None = None
+        self._inbox: dict[bytes, tuple[UpdateAnnouncement, bytes]] = {}
+        self._residual: np.ndarray | None = None
+        self._seen_round = -1
+        self._checkpoint = Path(config.data_dir) / "checkpoint.npz"
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def run(self, *, stop_after: int | None = None) -> None:
+        """Take part until the federation is done (or round ``stop_after`` is finalised)."""
+        await self._resume()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive_updates)
+            try:
+                while True:
+                    view = await self._read_chain()
+                    if view.round != self._seen_round:
+                        await self._on_new_round(view.round)
+                    decision = decide(view, self.state)
+                    if decision.action is Action.DONE:
+                        break
+                    if stop_after is not None and self.state.model_round >= stop_after:
+                        break
+                    if decision.action is Action.WAIT:
+                        await trio.sleep(self.cfg.poll_interval)  # polling the chain: it has no push
+                        continue
+                    await self._act(decision, view)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _resume(self) -> None:
+        """Start from the checkpoint (if any) and the chain's record of what we already did,
+        so that a restarted peer never commits or votes twice in a round."""
+        if self._checkpoint.exists():
+            with np.load(self._checkpoint, allow_pickle=False) as z:
+                vec = z["model"].astype(np.float32, copy=True)
+                meta = json.loads(bytes(z["meta"]).decode())
+            if vec.shape == (self.dim,) and model_hash(vec).hex() == meta["model_hash"]:
+                self.model = vec
+                self.balances = {a: int(v) for a, v in meta["balances"].items()}
+                self.state = replace(self.state, model_round=int(meta["model_round"]), model_hash=model_hash(vec))
+                self._emit("resumed", {"round": self.state.model_round})
+        info = await self._chain(self.fed.peer_info, self.address)
+        self.state = replace(
+            self.state,
+            committed_round=max(self.state.committed_round, info.last_commit_round),
+            voted_round=max(self.state.voted_round, info.last_vote_round),
+        )
+        self.net.provide(canonical_bytes(self.model))
+
+    async def _on_new_round(self, r: int) -> None:
+        """Admit announcements of this round (and the next, for fast peers) from registered,
+        active peers only; drop payloads of rounds that are over."""
+        peers = await self._chain(self.fed.peers)
+        self.net.set_allowed_senders({p.address for p in peers if p.active})
+        self.net.set_round_window(max(r - 1, 0), r + 1)
+        self._inbox = {h: v for h, v in self._inbox.items() if v[0].round >= r - 1}
+        self._seen_round = r
+
+    async def _receive_updates(self) -> None:
+        async for ann, payload in self.net.updates():
+            self._inbox[ann.payload_hash] = (ann, payload)
+
+    # ------------------------------------------------------------------ reading the chain
+
+    async def _chain(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+    async def _read_chain(self) -> ChainView:
+        def read() -> ChainView:
+            rs = self.fed.round_state()
+            now = max(float(self.fed.client.timestamp()), time.time())
+            phase = Phase(rs.phase)
+            # The chain only re-evaluates deadlines in new blocks; on a quiet chain the
+            # next transaction's block will see them passed, so decide on the clock too.
+            if phase is Phase.COMMIT and now >= rs.commit_deadline:
+                phase = Phase.VOTE
+            if phase is Phase.VOTE and now >= rs.vote_deadline:
+                phase = Phase.EXPIRED
+            return ChainView(
+                round=rs.round,
+                phase=phase,
+                in_committee=self.fed.is_committee_member(self.address) if phase is Phase.COMMIT else False,
+                commit_deadline=rs.commit_deadline,
+                vote_deadline=rs.vote_deadline,
+                last_finalized_round=self.fed.last_finalized_round(),
+                latest_model_hash=self.fed.latest_model_hash(),
+                now=now,
+            )
+
+        return await trio.to_thread.run_sync(read)
+
+    # ------------------------------------------------------------------ acting
+
+    async def _act(self, d: Decision, view: ChainView) -> None:
+        self._emit("decision", {"action": d.action.value, "round": d.round, "reason": d.reason})
+        handler = {
+            Action.ADOPT: self._adopt,
+            Action.SYNC_MODEL: self._sync_model,
+            Action.TRAIN: self._train,
+            Action.COMMIT: self._commit,
+            Action.AGGREGATE: self._collect_and_aggregate,
+            Action.VOTE: self._vote,
+            Action.FAIL_ROUND: self._fail_round,
+        }[d.action]
+        await handler(d.round, view)
+
+    async def _train(self, r: int, view: ChainView) -> None:
+        t0 = time.perf_counter()
+        result = await trio.to_thread.run_sync(
+            lambda: train_local(
+                self.cfg.model, self.model, self.train_data, self.cfg.train,
+                round=r, peer_seed=_peer_seed(self.address), dp=self.cfg.dp,
+            )
+        )
+        update = result.update
+        encoding = ENCODING_FLOAT32
+        if self.cfg.byzantine:
+            payload, update = self._byzantine_payload(update, r)
+        else:
+            payload, encoding, self._residual = encode_update(update, codec=self.cfg.codec, residual=self._residual)
+        digest = hashlib.sha256(payload).digest()
+        ann = sign_update(
+            self.account.key, chain_id=self.chain_id, contract=self.contract, round=r,
+            payload_hash=digest, payload_size=len(payload), n_samples=result.n_samples, encoding=encoding,
+        )
+        self._update = (ann, payload, result.n_samples)
+        self.state = replace(self.state, trained_round=r)
+        self._record(r).seconds["train"] = time.perf_counter() - t0
+
+    def _byzantine_payload(self, honest: np.ndarray, r: int) -> tuple[bytes, np.ndarray]:
+        """The update a Byzantine peer publishes instead of its honest one (simulation)."""
+        name = self.cfg.byzantine or ""
+        if name == "nan_inf":
+            bad = honest.copy()
+            bad[:: max(1, bad.size // 7)] = np.nan
+            # a well-formed float32 payload (peer.codecs layout) carrying NaNs
+            return encode_arrays({"values": bad}, {"codec": "float32", "dim": int(bad.size), "format": 1}), bad
+        bad = np.asarray(make_byzantine(name, [honest], honest, seed=r), dtype=np.float32).reshape(-1)
+        payload, _, _ = encode_update(bad, codec="float32")
+        return payload, bad
+
+    async def _commit(self, r: int, view: ChainView) -> None:
+        assert self._update is not None
+        ann, payload, n_samples = self._update
+        t0 = time.perf_counter()
+        await self.net.publish_update(ann, payload)
+        self._inbox[ann.payload_hash] = (ann, payload)
+        t1 = time.perf_counter()
+        committed_hash = ann.payload_hash
+        if self.cfg.byzantine == "mismatch":
+            committed_hash = hashlib.sha256(b"not the payload" + payload[:64]).digest()
+        receipt = await self._send("commitUpdate", self.fed.commit_update, r, committed_hash, n_samples)
+        self.state = replace(self.state, committed_round=r)
+        rec = self._record(r)
+        rec.seconds["publish"] = t1 - t0
+        rec.seconds["commit_tx"] = time.perf_counter() - t1
+        if receipt is not None:
+            rec.gas["commitUpdate"] = receipt.gas_used
+
+    async def _collect_and_aggregate(self, r: int, view: ChainView) -> None:
+        rec = self._record(r)
+        t0 = time.perf_counter()
+        commitments = await self._chain(self.fed.commitments, r)  # ordered by peer address
+        rec.committed = len(commitments)
+        rec.committed_peers = [c.peer for c in commitments]
+        deadline = min(self.cfg.fetch_timeout, max(1.0, view.vote_deadline - view.now - 1.0))
+        payloads = await self._gather_payloads(commitments, timeout=deadline)
+        t1 = time.perf_counter()
+        peers, vectors, samples = [], [], []
+        for c in commitments:
+            payload = payloads.get(c.payload_hash)
+            if payload is None:
+                rec.rejected.append(f"{c.peer}: payload unavailable")
+                continue
+            try:
+                vec = decode_update(payload, expected_dim=self.dim, max_bytes=self.cfg.max_payload_bytes)
+            except Exception as exc:  # noqa: BLE001 - any decode failure rejects that one update
+                rec.rejected.append(f"{c.peer}: {exc}")
+                self._count("update_rejected")
+                continue
+            peers.append(c.peer)
+            vectors.append(vec)
+            samples.append(int(c.n_samples))
+        rec.valid = len(vectors)
+        if vectors:
+            agg = await trio.to_thread.run_sync(
+                lambda: aggregate(vectors, [float(max(s, 1)) for s in samples],
+                                  rule=self.cfg.aggregator, f=self.cfg.aggregator_f)
+            )
+            agg_np = np.asarray(agg, dtype=np.float32).reshape(-1)
+            kept = kept_mask(vectors, agg_np, rule=self.cfg.aggregator, f=self.cfg.aggregator_f,
+                             factor=self.cfg.kept_factor)
+        else:
+            agg_np = np.zeros(self.dim, dtype=np.float32)
+            kept = []
+        new_model = (self.model + agg_np).astype(np.float32)
+        new_model[new_model == 0] = 0.0  # canonical +0.0
+        previous_voters = await self._previous_majority_voters(r)
+        rewards = round_rewards(self.rule, contributors=peers, n_samples=samples, kept=list(kept),
+                                previous_voters=previous_voters)
+        balances = accumulate(self.balances, rewards.amounts)
+        self._aggregate = (new_model, balances)
+        rec.kept = int(sum(kept))
+        rec.kept_peers = [p for p, k in zip(peers, kept, strict=True) if k]
+        rec.model_hash = model_hash(new_model).hex()
+        rec.seconds["fetch"] = t1 - t0
+        rec.seconds["aggregate"] = time.perf_counter() - t1
+        self.state = replace(self.state, aggregated_round=r, aggregated_hash=model_hash(new_model))
+
+    async def _gather_payloads(self, commitments: list[Any], *, timeout: float) -> dict[bytes, bytes]:
+        """The payload of every commitment we can get within ``timeout``: from gossip, or
+        fetched by hash from any peer that has it."""
+        out: dict[bytes, bytes] = {}
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+                for c in commitments:
+                    nursery.start_soon(self._get_payload, c, out)
+        return out
+
+    async def _get_payload(self, c: Any, out: dict[bytes, bytes]) -> None:
+        # The network yields an update only once its payload is fetched and hash-checked,
+        # so the inbox holds (announcement, payload) pairs; a commitment whose announcement
+        # never arrives stays missing and is excluded when the collection times out.
+        while (got := self._inbox.get(c.payload_hash)) is None:
+            await trio.sleep(0.02)
+        out[c.payload_hash] = got[1]
+
+    async def _previous_majority_voters(self, r: int) -> list[str]:
+        """Peers whose vote in round r-1 matched its finalised pair (paid in round r)."""
+        if r <= 1:
+            return []
+
+        def read() -> list[str]:
+            finals = self.fed.events("RoundFinalized", round=r - 1)
+            if not finals:
+                return []  # round r-1 failed: nobody voted for a finalised result
+            pair = (finals[0].args["modelHash"], finals[0].args["rewardsRoot"])
+            return sorted({v.voter for v in self.fed.votes(r - 1) if (v.model_hash, v.rewards_root) == pair})
+
+        return await self._chain(read)
+
+    async def _vote(self, r: int, view: ChainView) -> None:
+        assert self._aggregate is not None
+        new_model, balances = self._aggregate
+        root = rewards_root(balances)
+        receipt = await self._send("voteAggregate", self.fed.vote_aggregate, r, model_hash(new_model), root)
+        self.state = replace(self.state, voted_round=r)
+        if receipt is not None:
+            self._record(r).gas["voteAggregate"] = receipt.gas_used
+            self._emit("voted", {"round": r, "gas": receipt.gas_used})
+
+    async def _adopt(self, r: int, view: ChainView) -> None:
+        assert self._aggregate is not None
+        new_model, balances = self._aggregate
+        await self._install(r, new_model, balances)
+
+    async def _sync_model(self, r: int, view: ChainView) -> None:
+        """Fetch the finalised model of round ``r`` from any peer and check it against the chain."""
+        want = view.latest_model_hash
+        try:
+            with trio.fail_after(self.cfg.fetch_timeout):
+                data = await self.net.fetch(want, size=4 * self.dim)
+        except Exception as exc:  # noqa: BLE001 - FetchError / timeout: try again next poll
+            self._count("model_sync_failed")
+            log.warning("%s: cannot fetch model %s of round %d yet: %s", self.address[:10], want.hex()[:12], r, exc)
+            await trio.sleep(0.5)
+            return
+        vec = np.frombuffer(data, dtype="<f4").astype(np.float32)
+        if model_hash(vec) != want:
+            self._count("model_sync_bad_hash")
+            return
+        # Balances cannot be checked without their history: keep ours (see module notes).
+        await self._install(r, vec, self.balances)
+        self._emit("synced", {"round": r, "model_hash": want.hex()})
+
+    async def _install(self, r: int, vec: np.ndarray, balances: dict[str, int]) -> None:
+        self.model = vec
+        self.balances = balances
+        self.state = replace(self.state, model_round=r, model_hash=model_hash(vec))
+        self.net.provide(canonical_bytes(vec))
+        acc, loss = await trio.to_thread.run_sync(lambda: evaluate(self.cfg.model, vec, self.test_data))
+        rec = self._record(r)
+        rec.finalized = True
+        rec.accuracy, rec.loss = acc, loss
+        self._save_checkpoint()
+        self._emit("finalized", {"round": r, "accuracy": acc, "model_hash": model_hash(vec).hex()})
+
+    async def _fail_round(self, r: int, view: ChainView) -> None:
+        await self._send("failRound", self.fed.fail_round, r)
+        self.state = replace(self.state, failed_round=r)
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _send(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Send a transaction; a revert because the round moved on is expected and counted."""
+        from peer.chain import ContractRevert
+
+        try:
+            return await self._chain(fn, *args, sender=self.account)
+        except ContractRevert as exc:
+            self._count(f"revert_{exc.error_name}")
+            self._emit("revert", {"function": name, "error": str(exc)})
+            return None
+
+    def _save_checkpoint(self) -> None:
+        meta = {
+            "model_round": self.state.model_round,
+            "model_hash": self.state.model_hash.hex(),
+            "balances": {a: str(v) for a, v in self.balances.items()},
+            "contract": self.contract,
+        }
+        tmp = self._checkpoint.with_suffix(".tmp.npz")
+        self._checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, model=self.model, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+        os.replace(tmp, self._checkpoint)
+        # every finalised model, for `fedchain export --round N` (small models: a few hundred KB)
+        models = self._checkpoint.parent / "models"
+        models.mkdir(exist_ok=True)
+        np.save(models / f"round-{self.state.model_round:06d}.npy", self.model)
+        spec_file = models / "spec.json"
+        if not spec_file.exists():
+            spec_file.write_text(json.dumps(self.cfg.model.to_dict()))
+
+    def _record(self, r: int) -> RoundRecord:
+        return self.records.setdefault(r, RoundRecord(round=r))
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        self._on_event(kind, {"peer": self.address, **data})
+
+
+def rewards_root(balances: dict[str, int]) -> bytes:
+    """Merkle root of the cumulative balances; EMPTY_ROOT when nobody has earned yet."""
+    entries = [(a, v) for a, v in balances.items() if v > 0]
+    return MerkleTree(entries).root if entries else EMPTY_ROOT
+
+
+def _peer_seed(address: str) -> int:
+    return int.from_bytes(hashlib.sha256(address.lower().encode()).digest()[:8], "big") >> 1
+
+
+def _n_params(spec: ModelSpec) -> int:
+    from peer.models import n_params
+
+    return n_params(spec)
+
+
+def _genesis_vector(spec: ModelSpec) -> np.ndarray:
+    from peer.models import build_model, get_flat
+
+    return get_flat(build_model(spec))
