@@ -107,7 +107,6 @@ contract Federation is EIP712, ReentrancyGuard {
     // ---------------------------------------------------------------- errors
 
     error InvalidParams(string reason);
-    error NotOperator(address caller);
     error AlreadyRegistered(address peer);
     error NotRegistered(address peer);
     error NotActive(address peer);
@@ -135,6 +134,7 @@ contract Federation is EIP712, ReentrancyGuard {
     error BadSignature(address expected, address recovered);
     error ZeroAmount();
     error AlreadySlashed(address peer);
+    error NothingToSlash(address peer);
 
     // ---------------------------------------------------------------- events
 
@@ -388,7 +388,7 @@ contract Federation is EIP712, ReentrancyGuard {
         _checkSigner(peer, b);
         uint256 amount = _stake[peer];
         if (p.slashed) revert AlreadySlashed(peer);
-        if (amount == 0) revert NothingToWithdraw(peer);
+        if (amount == 0) revert NothingToSlash(peer);
         uint256 reward = (amount * _slashReporterBps) / BPS;
         _stake[peer] = 0;
         p.slashed = true;

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+from web3 import Web3
 
 from peer.chain import (
     Artifact,
@@ -524,6 +525,9 @@ def test_reentrant_claimer_is_paid_once(embedded_chain: ChainClient) -> None:
     assert [e.name for e in receipt.events] == ["Claimed"]
     assert embedded_chain.call(attacker.functions.reentries()) == 1  # it did try to re-enter
     assert embedded_chain.call(attacker.functions.reentrySucceeded()) is False
+    # the guard, not the claimed-amount bookkeeping, stopped it: the re-entry hit ReentrancyGuardReentrantCall
+    guard = Web3.keccak(text="ReentrancyGuardReentrantCall()")[:4]
+    assert bytes(embedded_chain.call(attacker.functions.reentryError())) == guard
     assert embedded_chain.balance(attacker_address) == 10**16
     assert s.fed.claimed(attacker_address) == 10**16 and s.fed.reward_pool() == 10**18 - 10**16
     with expect("NothingToClaim"):
@@ -615,6 +619,19 @@ def test_report_equivocation_slashes_and_pays_reporter(embedded_chain: ChainClie
     assert_revert(excinfo, "NothingToWithdraw", account=reporter.address)
 
 
+def test_equivocation_after_the_stake_left_has_nothing_to_slash(embedded_chain: ChainClient) -> None:
+    s = make(embedded_chain, n_peers=3, committee_size=3)
+    cheat, reporter = s.peers[0], s.peers[1]
+    a = s.fed.sign_update(cheat, round=1, payload_hash=h("one"), payload_size=10, n_samples=5, encoding=0)
+    b = s.fed.sign_update(cheat, round=1, payload_hash=h("two"), payload_size=10, n_samples=5, encoding=0)
+    s.fed.exit(sender=cheat)
+    embedded_chain.time_travel(BASE.unbonding_delay)
+    s.fed.withdraw_stake(sender=cheat)
+    with expect("NothingToSlash") as excinfo:
+        s.fed.report_equivocation(cheat.address, a, b, sender=reporter)
+    assert_revert(excinfo, "NothingToSlash", peer=cheat.address)
+
+
 def test_report_equivocation_errors(embedded_chain: ChainClient) -> None:
     s = make(embedded_chain, n_peers=3, committee_size=3)
     cheat, other = s.peers[0], s.peers[1]
@@ -648,9 +665,8 @@ def test_every_custom_error_and_event_is_exercised() -> None:
     events = {i["name"] for i in abi if i["type"] == "event"}
     source = Path(__file__).read_text()
     # OpenZeppelin internals that our contract cannot reach: the EIP-712 name and version are
-    # short constants (no ShortString overflow, no domain change); NotOperator is declared
-    # but never used by Federation.sol (reported to the lead).
-    unreachable = {"InvalidShortString", "StringTooLong", "EIP712DomainChanged", "NotOperator",
-                   "ReentrancyGuardReentrantCall"}  # swallowed by the attacker's try/catch: see reentrancy test
+    # short constants (no ShortString overflow, no domain change).
+    unreachable = {"InvalidShortString", "StringTooLong", "EIP712DomainChanged",
+                   "ReentrancyGuardReentrantCall"}  # caught by the attacker: asserted by its selector
     missing = sorted(n for n in (errors | events) - unreachable if f'"{n}"' not in source)
     assert not missing, f"not covered by test_contract.py: {missing}"

@@ -16,6 +16,7 @@ contract ReentrantClaimer {
     bytes32[] private _proof;
     uint256 public reentries;
     bool public reentrySucceeded;
+    bytes4 public reentryError; // selector of the error the re-entrant claim reverted with
 
     constructor(address federation) {
         target = IFederationClaim(federation);
@@ -44,8 +45,9 @@ contract ReentrantClaimer {
             reentries = 1;
             try target.claim(_cumulative, _proof) {
                 reentrySucceeded = true;
-            } catch {
+            } catch (bytes memory reason) {
                 reentrySucceeded = false;
+                reentryError = bytes4(reason);
             }
         }
     }
