@@ -35,7 +35,6 @@ Example::
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import json
@@ -50,7 +49,6 @@ from typing import Any
 
 import requests
 from eth_abi import decode as abi_decode
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import abi_to_signature, event_abi_to_log_topic, keccak, to_checksum_address
 from web3 import Web3
@@ -65,6 +63,7 @@ from web3.providers.rpc.utils import REQUEST_RETRY_ALLOWLIST, ExceptionRetryConf
 
 from peer.accounts import DEV_HD_PATH, DEV_MNEMONIC, dev_accounts
 from peer.errors import FedchainError
+from peer.protocol import Phase  # one definition of the round phases
 
 __all__ = [
     "ARTIFACTS_DIR",
@@ -89,6 +88,7 @@ __all__ = [
     "load_artifact",
     "sign_update",
     "update_typed_data",
+    "signed_update_of",
 ]
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "contracts" / "build"
@@ -101,6 +101,16 @@ which the public development keys are offered."""
 POLL_LATENCY = 0.005  # web3's default 0.1 s would add 0.1 s to every receipt (PITFALLS.md)
 RECEIPT_TIMEOUT = 120.0
 GAS_MARGIN = 1.2  # over eth_estimateGas: storage refunds and the 63/64 rule make it tight
+# Peers send concurrently: between the estimate and the mining, another peer's transaction
+# can change which path ours takes (a plain vote becomes the finalising vote, which opens the
+# next round: ~45k more; a vote for a later tally slot: ~2.3k per slot). Unused gas is not
+# paid for, so a fixed headroom costs nothing and prevents out-of-gas failures (seen on
+# ganache with four peers voting at once).
+GAS_HEADROOM = 80_000
+# Gas limit of transactions whose validity depends on the clock (see Federation.fail_round
+# and vote_aggregate): sent without estimation. Covers a finalising vote that scans the whole
+# tally table and opens the next round (~120k).
+TIME_SENSITIVE_GAS = 250_000
 
 # ---------------------------------------------------------------- errors
 
@@ -143,16 +153,6 @@ def _show(value: Any) -> str:
 
 
 # ---------------------------------------------------------------- records
-
-
-class Phase(enum.IntEnum):
-    """Phase of the current round, as ``roundState().phase`` reports it."""
-
-    NOT_STARTED = 0
-    COMMIT = 1
-    VOTE = 2
-    EXPIRED = 3  # vote deadline passed without quorum: failRound is possible
-    DONE = 4  # maxRounds reached
 
 
 _UNSPECIFIED_SPEC = hashlib.sha256(b"fedchain:model-spec:unspecified").digest()
@@ -353,38 +353,21 @@ def decode_multiaddrs(data: bytes) -> tuple[str, ...]:
     return tuple(line for line in text.split("\n") if line)
 
 
-_UPDATE_TYPES = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
-    "Update": [
-        {"name": "round", "type": "uint256"},
-        {"name": "payloadHash", "type": "bytes32"},
-        {"name": "payloadSize", "type": "uint256"},
-        {"name": "nSamples", "type": "uint256"},
-        {"name": "encoding", "type": "uint8"},
-    ],
-}
-
-
 def update_typed_data(
     *, chain_id: int, contract: str, round: int, payload_hash: bytes, payload_size: int,
     n_samples: int, encoding: int,
 ) -> dict[str, Any]:
-    """The EIP-712 message of an update announcement (team convention, BRIEF.md):
-    domain {name "fedchain", version "1", chainId, verifyingContract}, type
-    ``Update(uint256 round,bytes32 payloadHash,uint256 payloadSize,uint256 nSamples,uint8 encoding)``."""
-    return {
-        "types": _UPDATE_TYPES,
-        "primaryType": "Update",
-        "domain": {"name": "fedchain", "version": "1", "chainId": chain_id,
-                   "verifyingContract": to_checksum_address(contract)},
-        "message": {"round": round, "payloadHash": bytes(payload_hash), "payloadSize": payload_size,
-                    "nSamples": n_samples, "encoding": encoding},
-    }
+    """The EIP-712 message of an update announcement; one definition, in gossip.wire."""
+    from gossip.wire import update_typed_data as typed
+
+    return typed(chain_id=chain_id, contract=contract, round=round, payload_hash=payload_hash,
+                 payload_size=payload_size, n_samples=n_samples, encoding=encoding)
+
+
+def signed_update_of(ann: Any) -> SignedUpdate:
+    """The contract's ``Signed`` evidence from a gossiped :class:`gossip.wire.UpdateAnnouncement`."""
+    return SignedUpdate(ann.round, bytes(ann.payload_hash), ann.payload_size, ann.n_samples,
+                        ann.encoding, bytes(ann.signature))
 
 
 def sign_update(
@@ -392,13 +375,12 @@ def sign_update(
     payload_size: int, n_samples: int, encoding: int,
 ) -> SignedUpdate:
     """Sign an update announcement with ``account`` (what the contract's ``hashUpdate``
-    digests and ``reportEquivocation`` recovers)."""
-    message = update_typed_data(chain_id=chain_id, contract=contract, round=round,
-                                payload_hash=payload_hash, payload_size=payload_size,
-                                n_samples=n_samples, encoding=encoding)
-    signed = Account.sign_typed_data(account.key, full_message=message)
-    return SignedUpdate(round, bytes(payload_hash), payload_size, n_samples, encoding,
-                        bytes(signed.signature))
+    digests and ``reportEquivocation`` recovers), via gossip.wire's signer."""
+    from gossip.wire import sign_update as sign
+
+    return signed_update_of(sign(account.key, chain_id=chain_id, contract=contract, round=round,
+                                 payload_hash=payload_hash, payload_size=payload_size,
+                                 n_samples=n_samples, encoding=encoding))
 
 
 def _snake(name: str) -> str:
@@ -713,6 +695,7 @@ class ChainClient:
 
     def transact(
         self, fn: Any, *, sender: LocalAccount | None = None, value: int = 0, label: str | None = None,
+        gas: int | None = None,
     ) -> TxReceipt:
         """Sign and send the contract call ``fn`` (a web3 ContractFunction or constructor),
         wait for its receipt, decode its events. A revert raises ContractRevert, usually at
@@ -726,7 +709,7 @@ class ChainClient:
         tx = {"data": built["data"], "value": value}
         if built.get("to"):
             tx["to"] = built["to"]
-        return self._send(tx, sender=sender, label=label)
+        return self._send(tx, sender=sender, label=label, gas=gas)
 
     def call(self, fn: Any, *, sender: LocalAccount | str | None = None, label: str | None = None) -> Any:
         """Run ``fn`` as an ``eth_call`` (nothing is sent) and return its result; ``sender``
@@ -750,7 +733,7 @@ class ChainClient:
         address = sender.address
         with self._translate(label):
             if gas is None:  # a revert surfaces here, before a nonce is used
-                gas = int(self.w3.eth.estimate_gas({**tx, "from": address}) * GAS_MARGIN) + 10_000
+                gas = int(self.w3.eth.estimate_gas({**tx, "from": address}) * GAS_MARGIN) + GAS_HEADROOM
             full = {**tx, "gas": gas, "chainId": self.chain_id, **self._fees()}
             with self._lock_for(address):
                 nonce = self._nonces.get(address)
@@ -938,9 +921,10 @@ class Federation:
 
     # -- writes
 
-    def _tx(self, name: str, *args: Any, sender: LocalAccount | None, value: int = 0) -> TxReceipt:
+    def _tx(self, name: str, *args: Any, sender: LocalAccount | None, value: int = 0,
+            gas: int | None = None) -> TxReceipt:
         fn = getattr(self.contract.functions, name)(*args)
-        return self.client.transact(fn, sender=sender, value=value, label=name)
+        return self.client.transact(fn, sender=sender, value=value, label=name, gas=gas)
 
     def fund(self, amount: int, *, sender: LocalAccount | None = None) -> TxReceipt:
         """Add ``amount`` wei to the reward pool."""
@@ -974,10 +958,16 @@ class Federation:
         return self._tx("commitUpdate", round, bytes(payload_hash), n_samples, sender=sender)
 
     def vote_aggregate(self, round: int, model_hash: bytes, rewards_root: bytes, *, sender: LocalAccount | None = None) -> TxReceipt:
-        return self._tx("voteAggregate", round, bytes(model_hash), bytes(rewards_root), sender=sender)
+        # time-sensitive like fail_round: the vote phase may have begun by the clock (commit
+        # deadline passed) while the latest block still predates it
+        return self._tx("voteAggregate", round, bytes(model_hash), bytes(rewards_root), sender=sender,
+                        gas=TIME_SENSITIVE_GAS)
 
     def fail_round(self, round: int, *, sender: LocalAccount | None = None) -> TxReceipt:
-        return self._tx("failRound", round, sender=sender)
+        # No gas estimation: eth_estimateGas runs against the latest block, whose timestamp
+        # on a quiet devnet predates the vote deadline, and would revert RoundNotExpired;
+        # the mined transaction gets a new block with the current time.
+        return self._tx("failRound", round, sender=sender, gas=TIME_SENSITIVE_GAS)
 
     def claim(self, cumulative: int, proof: Sequence[bytes], *, sender: LocalAccount | None = None) -> TxReceipt:
         """Claim rewards up to ``cumulative`` wei with a proof against the latest rewards root."""

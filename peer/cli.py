@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from peer import cli_chain, cli_learn, cli_node
+from peer import cli_chain, cli_learn, cli_node, cli_rewards
 
 app = typer.Typer(
     name="fedchain",
@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (cli_chain, cli_learn, cli_node):
+for module in (cli_chain, cli_learn, cli_node, cli_rewards):
     module.register(app)
 
 

@@ -200,9 +200,10 @@ def render_inspect(
 
 
 def _eth(wei: int) -> str:
-    from web3 import Web3
+    """Exact decimal ether (no float rounding): 1500000000000000000 -> "1.5 ETH"."""
+    from decimal import Decimal
 
-    return f"{Web3.from_wei(wei, 'ether').normalize():f} ETH"
+    return f"{(Decimal(int(wei)) / Decimal(10**18)).normalize():f} ETH"
 
 
 def _short(hex_value: str | None, n: int = 10) -> str:

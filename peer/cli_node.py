@@ -123,6 +123,8 @@ def sim(
     aggregator: str = typer.Option("median"),
     alpha: float = typer.Option(0.5, help="Dirichlet alpha of the data split."),
     chain: str = typer.Option("ganache", help="ganache or anvil (started and stopped by the command)."),
+    commit_window: int = typer.Option(60, help="Commit window in seconds."),
+    vote_window: int = typer.Option(60, help="Vote window in seconds."),
     out: Path = typer.Option(Path("out/sim")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -132,7 +134,8 @@ def sim(
     console = Console(stderr=as_json)
     try:
         result = run_sim(SimOptions(peers=peers, rounds=rounds, byzantine=byzantine, attack=attack,
-                                    aggregator=aggregator, alpha=alpha, chain=chain, out_dir=out),
+                                    aggregator=aggregator, alpha=alpha, chain=chain, out_dir=out,
+                                    commit_window=commit_window, vote_window=vote_window),
                          console=console)
     except FedchainError as exc:
         _fail(console, exc)

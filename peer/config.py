@@ -108,6 +108,8 @@ class NodeSection:
     byzantine: str | None = None  # simulations only
     log_file: str | None = None
     stop_after: int | None = None
+    poll_interval: float = 0.2  # seconds between looks at the chain
+    fetch_timeout: float = 15.0  # longest wait for the round's payloads
 
 
 @dataclass(frozen=True)

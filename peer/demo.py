@@ -196,7 +196,7 @@ async def _watch_rounds(fed: Any, honest: list[Any], spec: Any, test: Any, round
 def _summarise(opts: DemoOptions, fed: Any, nodes: list[Any], honest: list[Any], byzantine: set[str],
                spec: Any, data_cfg: Any, train_cfg: Any, test: Any) -> dict[str, Any]:
     from peer.models import model_hash
-    from peer.node import rewards_root
+    from peer.merkle import rewards_root
     from peer.merkle import MerkleTree
     from peer.train import centralized_baseline, evaluate
 

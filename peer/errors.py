@@ -2,10 +2,16 @@
 
     FedchainError
      ├── ConfigError          bad configuration or command-line input
-     ├── ChainError           (peer.chain) RPC down, reverts, bad receipts
-     │    └── ContractRevert  a custom error of the contract, decoded
+     ├── ChainError           (peer.chain) RPC down, failed transactions
+     │    └── ContractRevert  a custom error of the contract, decoded with its arguments
      ├── DataError            (peer.data) datasets, partitions, CSV input
-     └── AggregationError     (peer.aggregate) shapes, NaN, bad options
+     ├── ModelError           (peer.models) parameter vectors that do not fit the model
+     ├── CodecError           (peer.codecs) update payloads that do not decode
+     ├── AggregationError     (peer.aggregate) shapes, NaN, bad options
+     ├── AttackError          (peer.attacks) simulation attacks misconfigured
+     ├── MerkleError          (peer.merkle) entries or proofs
+     ├── LedgerError          (peer.ledger) checkpoints and reward books
+     └── ExportError          (peer.export) model files
 
 Other libraries' exceptions (web3, libp2p, msgpack, torch) are translated at the
 module that calls them, with ``raise X from exc``.

@@ -27,14 +27,14 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Iterable, Sequence
 
 from eth_abi import encode as abi_encode
 from eth_utils import is_address, keccak, to_checksum_address
 
 from peer.errors import FedchainError
 
-__all__ = ["MerkleError", "MerkleTree", "hash_pair", "leaf_hash", "make_tree"]
+__all__ = ["EMPTY_ROOT", "rewards_root", "MerkleError", "MerkleTree", "hash_pair", "leaf_hash", "make_tree"]
 
 _UINT256_MAX = 2**256 - 1
 
@@ -133,3 +133,14 @@ class MerkleTree:
         if key not in self._amounts:
             raise MerkleError(f"account {account} is not in the rewards tree")
         return key
+
+
+EMPTY_ROOT = b"\x00" * 32
+"""The rewards root peers vote for while nobody has earned anything."""
+
+
+def rewards_root(balances: Mapping[str, int]) -> bytes:
+    """Merkle root of the positive cumulative balances (what peers vote for), or
+    :data:`EMPTY_ROOT` when there is none."""
+    entries = [(a, v) for a, v in balances.items() if v > 0]
+    return MerkleTree(entries).root if entries else EMPTY_ROOT

@@ -25,23 +25,26 @@ from typing import Any
 import numpy as np
 import trio
 
+from gossip.errors import GossipError
 from gossip.wire import UpdateAnnouncement, encode_arrays, sign_update
 from peer.aggregate import aggregate, kept_mask
 from peer.attacks import make_byzantine
 from peer.codecs import decode_update, encode_update
 from peer.data import Dataset
-from peer.merkle import MerkleTree
-from peer.models import ModelSpec, canonical_bytes, model_hash
-from peer.privacy import DPConfig
+from peer.errors import FedchainError
+from peer.merkle import rewards_root
+from peer.models import ModelSpec, canonical_bytes, model_hash, tensor_sizes
+from peer.privacy import DPConfig, PrivacyAccountant
 from peer.protocol import Action, ChainView, Decision, LocalState, Phase, decide
 from peer.rewards import RewardRule, accumulate, round_rewards
 from peer.train import TrainConfig, evaluate, train_local
 
-__all__ = ["NodeConfig", "PeerNode", "RoundRecord", "EMPTY_ROOT"]
+__all__ = ["NodeConfig", "PeerNode", "RoundRecord"]
 
 log = logging.getLogger("fedchain.node")
 
-EMPTY_ROOT = b"\x00" * 32  # rewards root of a federation where nobody has earned yet
+# Reverts that mean "not yet by the chain's clock" rather than "never": retried, not skipped.
+CLOCK_ERRORS = frozenset({"NotVotePhase", "RoundNotExpired"})
 ENCODING_FLOAT32 = 0
 
 
@@ -81,6 +84,7 @@ class RoundRecord:
     gas: dict[str, int] = field(default_factory=dict)
     kept_peers: list[str] = field(default_factory=list)
     committed_peers: list[str] = field(default_factory=list)
+    dp_epsilon: float | None = None
 
 
 class PeerNode:
@@ -130,6 +134,13 @@ class PeerNode:
         self._inbox: dict[bytes, tuple[UpdateAnnouncement, bytes]] = {}
         self._residual: np.ndarray | None = None
         self._seen_round = -1
+        self._chain_cache_key: tuple[int, bool] | None = None
+        self._chain_cache: tuple[int, bytes] = (0, b"")
+        self._clock_offset = 0.0
+        self._segments = tensor_sizes(config.model)  # int8 codec: one scale per tensor
+        self._accountant = (PrivacyAccountant(delta=float(config.dp.delta), kind=config.dp.accountant)
+                            if config.dp is not None else None)
+        self._announced: dict[tuple[str, int], UpdateAnnouncement] = {}
         self._checkpoint = Path(config.data_dir) / "checkpoint.npz"
 
     # ------------------------------------------------------------------ life cycle
@@ -183,11 +194,26 @@ class PeerNode:
         self.net.set_allowed_senders({p.address for p in peers if p.active})
         self.net.set_round_window(max(r - 1, 0), r + 1)
         self._inbox = {h: v for h, v in self._inbox.items() if v[0].round >= r - 1}
+        self._announced = {k: v for k, v in self._announced.items() if k[1] >= r - 1}
         self._seen_round = r
 
     async def _receive_updates(self) -> None:
         async for ann, payload in self.net.updates():
             self._inbox[ann.payload_hash] = (ann, payload)
+            first = self._announced.setdefault((ann.sender, ann.round), ann)
+            if first.payload_hash != ann.payload_hash:
+                # two different updates signed by one peer for one round: provable equivocation
+                await self._report_equivocation(first, ann)
+
+    async def _report_equivocation(self, a: UpdateAnnouncement, b: UpdateAnnouncement) -> None:
+        from peer.chain import signed_update_of
+
+        self._count("equivocation_seen")
+        self._emit("equivocation", {"offender": a.sender, "round": a.round})
+        receipt = await self._send("reportEquivocation", self.fed.report_equivocation, a.sender,
+                                   signed_update_of(a), signed_update_of(b))
+        if receipt is not None:
+            self._emit("slashed", {"offender": a.sender, "round": a.round, "gas": receipt.gas_used})
 
     # ------------------------------------------------------------------ reading the chain
 
@@ -195,9 +221,20 @@ class PeerNode:
         return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
     async def _read_chain(self) -> ChainView:
+        """One look at the chain: 2 RPC calls in the common case (the round, and membership
+        during a commit phase); the finalised hash and the chain's clock are re-read only when
+        the round changes, since only a finalisation or a failure changes them."""
+
         def read() -> ChainView:
             rs = self.fed.round_state()
-            now = max(float(self.fed.client.timestamp()), time.time())
+            key = (rs.round, Phase(rs.phase) is Phase.DONE)
+            if key != self._chain_cache_key:
+                self._chain_cache = (self.fed.last_finalized_round(), self.fed.latest_model_hash())
+                # chain time minus ours: eth-tester runs ahead (a second per block), devnets match
+                self._clock_offset = max(0.0, float(self.fed.client.timestamp()) - time.time())
+                self._chain_cache_key = key
+            last_final, latest_hash = self._chain_cache
+            now = time.time() + self._clock_offset
             phase = Phase(rs.phase)
             # The chain only re-evaluates deadlines in new blocks; on a quiet chain the
             # next transaction's block will see them passed, so decide on the clock too.
@@ -211,8 +248,8 @@ class PeerNode:
                 in_committee=self.fed.is_committee_member(self.address) if phase is Phase.COMMIT else False,
                 commit_deadline=rs.commit_deadline,
                 vote_deadline=rs.vote_deadline,
-                last_finalized_round=self.fed.last_finalized_round(),
-                latest_model_hash=self.fed.latest_model_hash(),
+                last_finalized_round=last_final,
+                latest_model_hash=latest_hash,
                 now=now,
             )
 
@@ -231,14 +268,17 @@ class PeerNode:
             Action.VOTE: self._vote,
             Action.FAIL_ROUND: self._fail_round,
         }[d.action]
-        await handler(d.round, view)
+        try:
+            await handler(d.round, view)
+        except _RetryLater:
+            pass
 
     async def _train(self, r: int, view: ChainView) -> None:
         t0 = time.perf_counter()
         result = await trio.to_thread.run_sync(
             lambda: train_local(
                 self.cfg.model, self.model, self.train_data, self.cfg.train,
-                round=r, peer_seed=_peer_seed(self.address), dp=self.cfg.dp,
+                round=r, peer_seed=_peer_seed(self.address), dp=self.cfg.dp, accountant=self._accountant,
             )
         )
         update = result.update
@@ -246,7 +286,8 @@ class PeerNode:
         if self.cfg.byzantine:
             payload, update = self._byzantine_payload(update, r)
         else:
-            payload, encoding, self._residual = encode_update(update, codec=self.cfg.codec, residual=self._residual)
+            payload, encoding, self._residual = encode_update(update, codec=self.cfg.codec, residual=self._residual,
+                                                              segments=self._segments)
         digest = hashlib.sha256(payload).digest()
         ann = sign_update(
             self.account.key, chain_id=self.chain_id, contract=self.contract, round=r,
@@ -254,7 +295,10 @@ class PeerNode:
         )
         self._update = (ann, payload, result.n_samples)
         self.state = replace(self.state, trained_round=r)
-        self._record(r).seconds["train"] = time.perf_counter() - t0
+        rec = self._record(r)
+        rec.seconds["train"] = time.perf_counter() - t0
+        if result.dp_epsilon_total is not None:
+            rec.dp_epsilon = result.dp_epsilon_total
 
     def _byzantine_payload(self, honest: np.ndarray, r: int) -> tuple[bytes, np.ndarray]:
         """The update a Byzantine peer publishes instead of its honest one (simulation)."""
@@ -303,7 +347,7 @@ class PeerNode:
                 continue
             try:
                 vec = decode_update(payload, expected_dim=self.dim, max_bytes=self.cfg.max_payload_bytes)
-            except Exception as exc:  # noqa: BLE001 - any decode failure rejects that one update
+            except FedchainError as exc:  # CodecError: this one update is rejected, not the round
                 rec.rejected.append(f"{c.peer}: {exc}")
                 self._count("update_rejected")
                 continue
@@ -335,6 +379,9 @@ class PeerNode:
         rec.seconds["fetch"] = t1 - t0
         rec.seconds["aggregate"] = time.perf_counter() - t1
         self.state = replace(self.state, aggregated_round=r, aggregated_hash=model_hash(new_model))
+        self._emit("aggregated", {"round": r, "committed": rec.committed, "valid": rec.valid, "kept": rec.kept,
+                                  "rejected": rec.rejected, "model_hash": rec.model_hash,
+                                  "rewards_root": rewards_root(balances).hex()})
 
     async def _gather_payloads(self, commitments: list[Any], *, timeout: float) -> dict[bytes, bytes]:
         """The payload of every commitment we can get within ``timeout``: from gossip, or
@@ -389,7 +436,7 @@ class PeerNode:
         try:
             with trio.fail_after(self.cfg.fetch_timeout):
                 data = await self.net.fetch(want, size=4 * self.dim)
-        except Exception as exc:  # noqa: BLE001 - FetchError / timeout: try again next poll
+        except (GossipError, trio.TooSlowError) as exc:  # try again at the next decision
             self._count("model_sync_failed")
             log.warning("%s: cannot fetch model %s of round %d yet: %s", self.address[:10], want.hex()[:12], r, exc)
             await trio.sleep(0.5)
@@ -412,24 +459,36 @@ class PeerNode:
         rec.finalized = True
         rec.accuracy, rec.loss = acc, loss
         self._save_checkpoint()
+        self._append_round_log(rec)
         self._emit("finalized", {"round": r, "accuracy": acc, "model_hash": model_hash(vec).hex()})
 
     async def _fail_round(self, r: int, view: ChainView) -> None:
-        await self._send("failRound", self.fed.fail_round, r)
+        await self._send("failRound", self.fed.fail_round, r)  # WrongRound: someone else did it
         self.state = replace(self.state, failed_round=r)
 
     # ------------------------------------------------------------------ helpers
 
     async def _send(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Send a transaction; a revert because the round moved on is expected and counted."""
-        from peer.chain import ContractRevert
+        from peer.chain import ChainError, ContractRevert
 
         try:
             return await self._chain(fn, *args, sender=self.account)
         except ContractRevert as exc:
             self._count(f"revert_{exc.error_name}")
             self._emit("revert", {"function": name, "error": str(exc)})
+            if exc.error_name in CLOCK_ERRORS:
+                # our clock is ahead of the chain's: try again shortly, state unchanged
+                await trio.sleep(min(1.0, 10 * self.cfg.poll_interval))
+                raise _RetryLater(name) from exc
             return None
+        except ChainError as exc:
+            # the RPC failed (down, out of gas, dropped): nothing changed on chain, so the
+            # action is abandoned without touching local state and the next decision retries
+            self._count(f"chain_error_{name}")
+            self._emit("chain_error", {"function": name, "error": str(exc)})
+            await trio.sleep(min(1.0, 10 * self.cfg.poll_interval))
+            raise _RetryLater(name) from exc
 
     def _save_checkpoint(self) -> None:
         meta = {
@@ -450,6 +509,15 @@ class PeerNode:
         if not spec_file.exists():
             spec_file.write_text(json.dumps(self.cfg.model.to_dict()))
 
+    def _append_round_log(self, rec: RoundRecord) -> None:
+        """One line per finalised round in ``<data_dir>/rounds.jsonl``: what this peer saw
+        committed and kept (``fedchain rewards`` reads it)."""
+        line = {"round": rec.round, "committed": rec.committed_peers, "kept": rec.kept_peers,
+                "model_hash": self.state.model_hash.hex(), "accuracy": rec.accuracy,
+                "synced": not rec.committed_peers and rec.committed == 0}
+        with open(self._checkpoint.parent / "rounds.jsonl", "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
     def _record(self, r: int) -> RoundRecord:
         return self.records.setdefault(r, RoundRecord(round=r))
 
@@ -460,10 +528,8 @@ class PeerNode:
         self._on_event(kind, {"peer": self.address, **data})
 
 
-def rewards_root(balances: dict[str, int]) -> bytes:
-    """Merkle root of the cumulative balances; EMPTY_ROOT when nobody has earned yet."""
-    entries = [(a, v) for a, v in balances.items() if v > 0]
-    return MerkleTree(entries).root if entries else EMPTY_ROOT
+class _RetryLater(Exception):
+    """A chain call failed without effect; the decision loop will try again."""
 
 
 def _peer_seed(address: str) -> int:

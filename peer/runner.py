@@ -50,6 +50,7 @@ def _setup_logging(cfg: PeerConfig) -> None:
     root = logging.getLogger("fedchain")
     root.setLevel(logging.INFO)
     root.addHandler(handler)
+    root.propagate = False  # structured lines go to the file, not to libraries' root handlers
 
 
 class _JsonFormatter(logging.Formatter):
@@ -92,7 +93,8 @@ async def run_peer(cfg: PeerConfig, *, console: Console, live: bool = True) -> d
         node_cfg = NodeConfig(data_dir=cfg.data_dir, model=cfg.model, train=cfg.train, dp=cfg.privacy,
                               aggregator=cfg.aggregation.rule, aggregator_f=cfg.aggregation.f,
                               codec=cfg.aggregation.codec, kept_factor=cfg.aggregation.kept_factor,
-                              byzantine=cfg.node.byzantine)
+                              byzantine=cfg.node.byzantine, poll_interval=cfg.node.poll_interval,
+                              fetch_timeout=cfg.node.fetch_timeout)
         status: dict[str, Any] = {"round": 0, "phase": "starting", "accuracy": None}
 
         def on_event(kind: str, data: dict[str, Any]) -> None:
@@ -110,7 +112,24 @@ async def run_peer(cfg: PeerConfig, *, console: Console, live: bool = True) -> d
                         train_data=train, test_data=test, on_event=on_event)
 
         async def refresh_peers() -> None:
+            """The chain is the directory: dial every registered peer we are not connected to
+            (peers that start together find each other once they have registered)."""
+            from gossip.errors import GossipError
+
             while True:
+                connected = set(net.connected_peers())
+                for p in await trio.to_thread.run_sync(fed.peers):
+                    if p.address == account.address or not p.active:
+                        continue
+                    for maddr in p.multiaddrs:
+                        if maddr.rsplit("/p2p/", 1)[-1] in connected:
+                            break
+                        try:
+                            with trio.move_on_after(5):
+                                await net.connect(maddr)
+                            break
+                        except GossipError as exc:
+                            log.info("dial_failed", {"peer": p.address, "multiaddr": maddr, "error": str(exc)})
                 status["peers"] = len(net.connected_peers())
                 await trio.sleep(1.0)
 
@@ -123,7 +142,8 @@ async def run_peer(cfg: PeerConfig, *, console: Console, live: bool = True) -> d
     result = {"peer": account.address, "model_round": node.state.model_round,
               "model_hash": node.state.model_hash.hex(), "counters": node.counters,
               "accuracy": status.get("accuracy")}
-    console.print(json.dumps(result))
+    # one JSON line on stdout, unwrapped (rich would fold it), for `fedchain sim` and scripts
+    print(json.dumps(result), flush=True)
     return result
 
 
