@@ -5,13 +5,18 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 NODE_MODULES := devnet/node_modules/.installed
+# Slither in its own venv: slither-analyzer 0.11.6 needs web3<8 (the project pins web3 8.0.0).
+SLITHER_VENV  := .venv-slither
+SLITHER_STAMP := $(SLITHER_VENV)/.installed
 
-.PHONY: demo test setup system-deps compile bench clean
+.PHONY: demo test setup system-deps compile bench clean slither-setup slither forge-test
 
 demo: setup
 	$(BIN)/fedchain demo
 
-test: setup
+# pytest also runs the Foundry fuzz/invariant tests and Slither (tests/test_forge.py,
+# tests/test_slither.py); forge comes with `npm ci`, Slither with slither-setup.
+test: setup slither-setup
 	$(BIN)/python -m pytest -q
 
 setup: $(STAMP) $(NODE_MODULES)
@@ -31,6 +36,19 @@ $(NODE_MODULES): devnet/package.json devnet/package-lock.json | system-deps
 	cd devnet && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+slither-setup: $(SLITHER_STAMP)
+$(SLITHER_STAMP): devnet/slither-requirements.txt | system-deps
+	$(PY) -m venv $(SLITHER_VENV)
+	$(SLITHER_VENV)/bin/pip install -q --upgrade pip
+	$(SLITHER_VENV)/bin/pip install -q -r devnet/slither-requirements.txt
+	touch $@
+
+slither: $(SLITHER_STAMP) $(NODE_MODULES)      # fails on any high/medium finding
+	bash devnet/slither.sh
+
+forge-test: $(NODE_MODULES)                    # fuzz + invariant tests, offline
+	cd contracts/foundry && ../../devnet/node_modules/.bin/forge test
+
 compile: $(NODE_MODULES)
 	node devnet/compile.js
 
@@ -38,4 +56,4 @@ bench: setup
 	$(BIN)/python bench/gas.py
 
 clean:
-	rm -rf $(VENV) devnet/node_modules
+	rm -rf $(VENV) $(SLITHER_VENV) devnet/node_modules contracts/foundry/out contracts/foundry/cache

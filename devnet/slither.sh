@@ -12,7 +12,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 slither="${SLITHER:-$root/.venv-slither/bin/slither}"
 if [ ! -x "$slither" ]; then
-    echo "slither.sh: $slither not found: run \`make slither-setup\` (creates .venv-slither from devnet/slither-requirements.txt)" >&2
+    echo "slither.sh: $slither not found: run \`make slither-setup\`" \
+        "(creates .venv-slither from devnet/slither-requirements.txt)" >&2
     exit 3
 fi
 if [ ! -d "$root/devnet/node_modules/solc" ]; then

@@ -25,7 +25,9 @@ function usage(message) {
 }
 
 function parseArgs(argv) {
-  const opts = { mode: null, basePath: process.cwd(), includePaths: [], allowPaths: [], importCallback: true, pretty: false };
+  const opts = {
+    mode: null, basePath: process.cwd(), includePaths: [], allowPaths: [], importCallback: true, pretty: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -36,7 +38,9 @@ function parseArgs(argv) {
     else if (arg === "--standard-json") opts.mode = "standard-json";
     else if (arg === "--base-path") opts.basePath = path.resolve(value());
     else if (arg === "--include-path") opts.includePaths.push(path.resolve(value()));
-    else if (arg === "--allow-paths") opts.allowPaths.push(...value().split(",").filter(Boolean).map((p) => path.resolve(p)));
+    else if (arg === "--allow-paths") {
+      opts.allowPaths.push(...value().split(",").filter(Boolean).map((p) => path.resolve(p)));
+    }
     else if (arg === "--no-import-callback") opts.importCallback = false;
     else if (arg === "--pretty-json") opts.pretty = true;
     else usage(`unsupported argument ${JSON.stringify(arg)} (only --version and --standard-json are implemented)`);

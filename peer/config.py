@@ -110,6 +110,7 @@ class NodeSection:
     stop_after: int | None = None
     poll_interval: float = 0.2  # seconds between looks at the chain
     fetch_timeout: float = 15.0  # longest wait for the round's payloads
+    linger: float = 15.0  # seconds to keep serving the final model after the last round
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class DemoOptions:
     lr: float = 0.3
     committee: int = 0  # 0 = every peer
     quorum_bps: int = 6_000
+    fetch_timeout: float = 15.0  # longest wait for a round's payloads
     seed: int = 0
     out_dir: Path = Path("out/demo")
     extra: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +58,11 @@ class DemoOptions:
             raise ConfigError(f"--rounds must be at least 1, got {self.rounds}")
         if not 0 <= self.byzantine < self.peers:
             raise ConfigError(f"--byzantine must be in [0, {self.peers - 1}], got {self.byzantine}")
+        from peer.attacks import ATTACKS
+        from peer.node import NODE_ATTACKS
+
+        if self.attack not in (*ATTACKS, *NODE_ATTACKS):
+            raise ConfigError(f"--attack: unknown {self.attack!r}; choose one of {sorted((*ATTACKS, *NODE_ATTACKS))}")
 
 
 @contextlib.contextmanager
@@ -135,7 +141,8 @@ async def run_demo(opts: DemoOptions, *, report: Any) -> dict[str, Any]:
                 train, test = load_peer_data(data_cfg, i, opts.peers)
                 ncfg = NodeConfig(data_dir=out / f"peer{i}", model=spec, train=train_cfg,
                                   aggregator=opts.aggregator, aggregator_f=opts.byzantine,
-                                  byzantine=opts.attack if acct.address in byzantine else None)
+                                  byzantine=opts.attack if acct.address in byzantine else None,
+                                  fetch_timeout=opts.fetch_timeout)
                 nodes.append(PeerNode(config=ncfg, federation=fed, account=acct, network=net,
                                       train_data=train, test_data=test))
             await trio.to_thread.run_sync(lambda: fed.start(sender=operator))

@@ -39,7 +39,12 @@ from peer.protocol import Action, ChainView, Decision, LocalState, Phase, decide
 from peer.rewards import RewardRule, accumulate, round_rewards
 from peer.train import TrainConfig, evaluate, train_local
 
-__all__ = ["NodeConfig", "PeerNode", "RoundRecord"]
+__all__ = ["NodeConfig", "PeerNode", "RoundRecord", "NODE_ATTACKS"]
+
+# Byzantine behaviours at the protocol level (peer.attacks holds the update-level ones):
+# nan_inf publishes a well-formed payload full of NaNs; mismatch commits a hash that is not
+# the hash of what it published.
+NODE_ATTACKS = ("nan_inf", "mismatch")
 
 log = logging.getLogger("fedchain.node")
 
@@ -65,6 +70,7 @@ class NodeConfig:
     poll_interval: float = 0.05
     fetch_timeout: float = 15.0
     max_payload_bytes: int = 64 * 1024 * 1024
+    linger: float = 0.0  # seconds to keep serving the final model after the last round
 
 
 @dataclass(slots=True)
@@ -157,6 +163,8 @@ class PeerNode:
                         await self._on_new_round(view.round)
                     decision = decide(view, self.state)
                     if decision.action is Action.DONE:
+                        # stragglers (restarted or late peers) may still need the final model
+                        await trio.sleep(self.cfg.linger)
                         break
                     if stop_after is not None and self.state.model_round >= stop_after:
                         break
@@ -303,6 +311,9 @@ class PeerNode:
     def _byzantine_payload(self, honest: np.ndarray, r: int) -> tuple[bytes, np.ndarray]:
         """The update a Byzantine peer publishes instead of its honest one (simulation)."""
         name = self.cfg.byzantine or ""
+        if name == "mismatch":  # publishes its honest update, commits another hash (see _commit)
+            payload, _, _ = encode_update(honest, codec="float32")
+            return payload, honest
         if name == "nan_inf":
             bad = honest.copy()
             bad[:: max(1, bad.size // 7)] = np.nan

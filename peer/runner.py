@@ -94,7 +94,7 @@ async def run_peer(cfg: PeerConfig, *, console: Console, live: bool = True) -> d
                               aggregator=cfg.aggregation.rule, aggregator_f=cfg.aggregation.f,
                               codec=cfg.aggregation.codec, kept_factor=cfg.aggregation.kept_factor,
                               byzantine=cfg.node.byzantine, poll_interval=cfg.node.poll_interval,
-                              fetch_timeout=cfg.node.fetch_timeout)
+                              fetch_timeout=cfg.node.fetch_timeout, linger=cfg.node.linger)
         status: dict[str, Any] = {"round": 0, "phase": "starting", "accuracy": None}
 
         def on_event(kind: str, data: dict[str, Any]) -> None:

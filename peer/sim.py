@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ class SimOptions:
     vote_window: int = 60
     late_joiners: int = 0  # peers started only after round 1 finalised
     extra_env: dict[str, str] = field(default_factory=dict)
+    # called once round 1 is open, with the contract handle and the (mutable) process list:
+    # fault-injection tests kill and restart peers from here
+    during: Callable[[Any, list[PeerProcess]], None] | None = None
 
     def __post_init__(self) -> None:
         if self.peers < 2:
@@ -155,6 +159,8 @@ def run_sim(opts: SimOptions, *, console: Any) -> dict[str, Any]:
             _wait(lambda: fed.peer_count() >= n_first, opts.timeout, f"{n_first} peers to register")
             fed.start(sender=accounts[0])
             console.print(f"{n_first} peers registered; round 1 open")
+            if opts.during is not None:
+                opts.during(fed, procs)
             if opts.late_joiners:
                 _wait(lambda: fed.last_finalized_round() >= 1, opts.timeout, "round 1 to finalise")
                 for i in range(n_first, opts.peers):

@@ -56,11 +56,12 @@ def _run_forge() -> dict:
         timeout=900,
         env=env,
     )
-    assert proc.returncode in (0, 1), f"forge test crashed (exit {proc.returncode}):\n{proc.stderr}\n{proc.stdout[-4000:]}"
+    detail = f"(exit {proc.returncode}):\n{proc.stderr}\n{proc.stdout[-4000:]}"
+    assert proc.returncode in (0, 1), f"forge test crashed {detail}"
     try:
         return json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
-        raise AssertionError(f"forge printed no JSON (exit {proc.returncode}):\n{proc.stderr}\n{proc.stdout[-4000:]}") from exc
+        raise AssertionError(f"forge printed no JSON {detail}") from exc
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,9 @@ def test_solc_wrapper_builds_the_deployed_bytecode() -> None:
     errors = [e["formattedMessage"] for e in output.get("errors", []) if e["severity"] == "error"]
     assert not errors, "\n".join(errors)
     built = output["contracts"][source]["Federation"]["evm"]["deployedBytecode"]["object"]
-    assert "0x" + built == artifact["deployedBytecode"], "devnet/solc and devnet/compile.js disagree: run `make compile`"
+    assert "0x" + built == artifact["deployedBytecode"], (
+        "devnet/solc and devnet/compile.js build different bytecode: run `make compile`"
+    )
 
 
 def test_solc_wrapper_refuses_unknown_flags() -> None:

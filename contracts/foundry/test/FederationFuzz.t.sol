@@ -16,9 +16,7 @@ contract FederationFuzzTest is FederationFixture {
 
     /// Across two successive roots, a peer is paid exactly its cumulative amount in total:
     /// first `first`, then the increase `second`; claiming again pays nothing.
-    function testFuzz_claimPaysTheCumulativeDifference(uint96 first, uint96 second, uint96 spare, uint8 who)
-        public
-    {
+    function testFuzz_claimPaysTheCumulativeDifference(uint96 first, uint96 second, uint96 spare, uint8 who) public {
         _deploy(1_000, 3);
         uint256 idx = who % peers.length;
         address peer = peers[idx];
@@ -37,9 +35,7 @@ contract FederationFuzzTest is FederationFixture {
         if (second > 0) _claimAndCheck(peer, uint256(first) + second, first, proof);
 
         // Everything owed is paid: a repeat claim is refused with the amounts in the error.
-        vm.expectRevert(
-            abi.encodeWithSelector(Federation.NothingToClaim.selector, peer, amounts[idx], amounts[idx])
-        );
+        vm.expectRevert(abi.encodeWithSelector(Federation.NothingToClaim.selector, peer, amounts[idx], amounts[idx]));
         vm.prank(peer);
         fed.claim(amounts[idx], proof);
         vm.assertEq(fed.rewardPool(), spare, "pool != funded - claimed");
@@ -53,7 +49,9 @@ contract FederationFuzzTest is FederationFixture {
         extra = _bound(extra, 1, type(uint256).max - cumulative);
         _fund(uint256(cumulative) * 2 + 1);
         uint256[] memory amounts = new uint256[](peers.length);
-        for (uint256 i = 0; i < peers.length; ++i) amounts[i] = cumulative;
+        for (uint256 i = 0; i < peers.length; ++i) {
+            amounts[i] = cumulative;
+        }
         bytes32[] memory leaves = _leaves(peers, amounts);
         _finalise(Merkle.root(leaves));
         bytes32[] memory proof = Merkle.proof(leaves, idx);
@@ -85,7 +83,9 @@ contract FederationFuzzTest is FederationFixture {
         bytes32[] memory leaves = _leaves(peers, amounts);
         _finalise(Merkle.root(leaves));
 
-        vm.expectRevert(abi.encodeWithSelector(Federation.InsufficientPool.selector, uint256(cumulative), uint256(pool)));
+        vm.expectRevert(
+            abi.encodeWithSelector(Federation.InsufficientPool.selector, uint256(cumulative), uint256(pool))
+        );
         vm.prank(peers[0]);
         fed.claim(cumulative, Merkle.proof(leaves, 0));
         vm.assertEq(fed.rewardPool(), pool, "pool changed");
@@ -184,7 +184,9 @@ contract FederationFuzzTest is FederationFixture {
 
         address[] memory accounts = new address[](peers.length + 1);
         uint256[] memory amounts = new uint256[](accounts.length);
-        for (uint256 i = 0; i < peers.length; ++i) accounts[i] = peers[i];
+        for (uint256 i = 0; i < peers.length; ++i) {
+            accounts[i] = peers[i];
+        }
         uint256 a = peers.length;
         accounts[a] = address(attacker);
         amounts[a] = cumulative;

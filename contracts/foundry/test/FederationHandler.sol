@@ -80,11 +80,15 @@ contract FederationHandler {
             })
         );
         attacker = new ReentrantClaimer(address(fed));
-        for (uint256 i = 0; i < N_EOA; ++i) _actors[i] = VM.addr(FIRST_KEY + i);
+        for (uint256 i = 0; i < N_EOA; ++i) {
+            _actors[i] = VM.addr(FIRST_KEY + i);
+        }
         _actors[N_EOA] = address(attacker);
         _reporters[0] = address(0xBEEF01);
         _reporters[1] = address(0xBEEF02);
-        for (uint256 i = 0; i < N_PRE; ++i) register(i, i);
+        for (uint256 i = 0; i < N_PRE; ++i) {
+            register(i, i);
+        }
         register(N_EOA, 0);
         _fund(10 ether);
         fed.start(); // the handler deployed the contract: it is the operator
@@ -176,7 +180,9 @@ contract FederationHandler {
         if (fed.lastFinalizedRound() == round) {
             _check(fed.finalizedModel(round) == _candModel[c], "vote: finalised a model nobody reached quorum on");
             _check(fed.latestRewardsRoot() == _candRoot[c], "vote: rewards root not adopted");
-            for (uint256 i = 0; i < N_ACTORS; ++i) cumulative[_actors[i]] = _candCum[c][i];
+            for (uint256 i = 0; i < N_ACTORS; ++i) {
+                cumulative[_actors[i]] = _candCum[c][i];
+            }
             finalisedRoots += 1;
         }
     }
@@ -346,7 +352,9 @@ contract FederationHandler {
         if (_candRound == round) return;
         _candRound = round;
         uint256 outstanding = 0;
-        for (uint256 i = 0; i < N_ACTORS; ++i) outstanding += cumulative[_actors[i]] - fed.claimed(_actors[i]);
+        for (uint256 i = 0; i < N_ACTORS; ++i) {
+            outstanding += cumulative[_actors[i]] - fed.claimed(_actors[i]);
+        }
         uint256 pool = fed.rewardPool();
         _check(pool >= outstanding, "pool below what the latest root still owes");
         uint256 unallocated = pool >= outstanding ? pool - outstanding : 0;
@@ -371,11 +379,17 @@ contract FederationHandler {
 
     function _proof(uint256 index) internal view returns (bytes32[] memory) {
         bytes32[] memory leaves = new bytes32[](N_ACTORS);
-        for (uint256 i = 0; i < N_ACTORS; ++i) leaves[i] = Merkle.leaf(_actors[i], cumulative[_actors[i]]);
+        for (uint256 i = 0; i < N_ACTORS; ++i) {
+            leaves[i] = Merkle.leaf(_actors[i], cumulative[_actors[i]]);
+        }
         return Merkle.proof(leaves, index);
     }
 
-    function _signed(uint256 key, uint64 round, bytes32 payloadHash) internal view returns (Federation.Signed memory s) {
+    function _signed(uint256 key, uint64 round, bytes32 payloadHash)
+        internal
+        view
+        returns (Federation.Signed memory s)
+    {
         s = Federation.Signed({
             round: round, payloadHash: payloadHash, payloadSize: 1000, nSamples: 60, encoding: 2, signature: ""
         });

@@ -78,14 +78,16 @@ contract FederationInvariantTest is TestBase {
     /// the pool's share with nothing lost or created, reporters' shares are owed or withdrawn,
     /// and every staked wei is still staked, withdrawn or slashed.
     function _slashedStakeIsAccountedToTheWei() internal view {
-        vm.assertEq(
-            handler.slashedTotal(), handler.slashedToPool() + handler.reporterRewards(), "slash split lost wei"
-        );
+        vm.assertEq(handler.slashedTotal(), handler.slashedToPool() + handler.reporterRewards(), "slash split lost wei");
         uint256 owed = 0;
-        for (uint256 i = 0; i < handler.N_REPORTERS(); ++i) owed += fed.owed(handler.reporter(i));
+        for (uint256 i = 0; i < handler.N_REPORTERS(); ++i) {
+            owed += fed.owed(handler.reporter(i));
+        }
         vm.assertEq(owed + handler.owedWithdrawn(), handler.reporterRewards(), "reporter shares: owed + paid");
         uint256 stakes = 0;
-        for (uint256 i = 0; i < handler.N_ACTORS(); ++i) stakes += fed.peerInfo(handler.actor(i)).stake;
+        for (uint256 i = 0; i < handler.N_ACTORS(); ++i) {
+            stakes += fed.peerInfo(handler.actor(i)).stake;
+        }
         vm.assertEq(
             stakes + handler.stakeWithdrawn() + handler.slashedTotal(), handler.staked(), "stake: held + paid + slashed"
         );
@@ -94,8 +96,12 @@ contract FederationInvariantTest is TestBase {
     /// The contract's balance is exactly the pool plus the stakes plus what reporters are owed.
     function _balanceIsFullyAccounted() internal view {
         uint256 held = fed.rewardPool();
-        for (uint256 i = 0; i < handler.N_ACTORS(); ++i) held += fed.peerInfo(handler.actor(i)).stake;
-        for (uint256 i = 0; i < handler.N_REPORTERS(); ++i) held += fed.owed(handler.reporter(i));
+        for (uint256 i = 0; i < handler.N_ACTORS(); ++i) {
+            held += fed.peerInfo(handler.actor(i)).stake;
+        }
+        for (uint256 i = 0; i < handler.N_REPORTERS(); ++i) {
+            held += fed.owed(handler.reporter(i));
+        }
         vm.assertEq(address(fed).balance, held, "balance != pool + stakes + owed");
     }
 

@@ -73,11 +73,17 @@ abstract contract FederationFixture is TestBase {
     /// Leaves of a rewards tree: accounts[i] is owed amounts[i] in total.
     function _leaves(address[] memory accounts, uint256[] memory amounts) internal pure returns (bytes32[] memory l) {
         l = new bytes32[](accounts.length);
-        for (uint256 i = 0; i < accounts.length; ++i) l[i] = Merkle.leaf(accounts[i], amounts[i]);
+        for (uint256 i = 0; i < accounts.length; ++i) {
+            l[i] = Merkle.leaf(accounts[i], amounts[i]);
+        }
     }
 
     /// An EIP-712 signed update announcement by the peer with private key `key`.
-    function _signed(uint256 key, uint64 round, bytes32 payloadHash) internal view returns (Federation.Signed memory s) {
+    function _signed(uint256 key, uint64 round, bytes32 payloadHash)
+        internal
+        view
+        returns (Federation.Signed memory s)
+    {
         s = Federation.Signed({
             round: round, payloadHash: payloadHash, payloadSize: 1234, nSamples: 60, encoding: 0, signature: ""
         });
@@ -89,8 +95,12 @@ abstract contract FederationFixture is TestBase {
     /// Everything the contract holds must be accounted for: pool + stakes + owed, to the wei.
     function _assertBalanceAccounted(address[] memory others) internal view {
         uint256 held = fed.rewardPool();
-        for (uint256 i = 0; i < peers.length; ++i) held += fed.peerInfo(peers[i]).stake + fed.owed(peers[i]);
-        for (uint256 i = 0; i < others.length; ++i) held += fed.peerInfo(others[i]).stake + fed.owed(others[i]);
+        for (uint256 i = 0; i < peers.length; ++i) {
+            held += fed.peerInfo(peers[i]).stake + fed.owed(peers[i]);
+        }
+        for (uint256 i = 0; i < others.length; ++i) {
+            held += fed.peerInfo(others[i]).stake + fed.owed(others[i]);
+        }
         vm.assertEq(address(fed).balance, held, "contract balance != pool + stakes + owed");
     }
 }

@@ -35,7 +35,9 @@ library Merkle {
             index /= 2;
         }
         out = new bytes32[](depth);
-        for (uint256 i = 0; i < depth; ++i) out[i] = path[i];
+        for (uint256 i = 0; i < depth; ++i) {
+            out[i] = path[i];
+        }
     }
 
     function _up(bytes32[] memory layer) private pure returns (bytes32[] memory next) {
