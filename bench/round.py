@@ -110,11 +110,17 @@ class Probe:
 
     actions: list[Action] = field(default_factory=list)
     polls: dict[str, list[float]] = field(default_factory=dict)  # peer -> durations
+    calls: dict[str, list[float]] = field(default_factory=dict)  # wrapped function -> durations
+    counters: dict[str, int] = field(default_factory=dict)
+    # (receiver peer id, round, announcement seen, payload fetched or failed, ok)
+    deliveries: list[tuple[str, int, float, float, bool]] = field(default_factory=list)
+    published: dict[tuple[str, int], float] = field(default_factory=dict)  # (sender, round) -> time
     started_at: float | None = None
     nodes: list[Any] = field(default_factory=list)
     finalising_voter: dict[int, str] = field(default_factory=dict)
     rounds_report: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     keep_summary: bool = True
+    fed: Any = None
     trace: bool = False  # print every action and node event to stderr as it happens
     t_ref: float = field(default_factory=time.perf_counter)
 
@@ -134,7 +140,7 @@ def instrument(probe: Probe) -> Iterator[None]:
     from peer.chain import Federation
     from peer.node import PeerNode
 
-    orig_act, orig_read = PeerNode._act, PeerNode._read_chain
+    orig_act, orig_read, orig_init = PeerNode._act, PeerNode._read_chain, PeerNode.__init__
     orig_start, orig_summarise = Federation.start, demo._summarise
     orig_emit = PeerNode._emit
 
@@ -158,14 +164,17 @@ def instrument(probe: Probe) -> Iterator[None]:
         finally:
             probe.polls.setdefault(self.address, []).append(time.perf_counter() - t0)
 
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        orig_init(self, *args, **kwargs)
+        probe.nodes.append(self)
+
     def start(self: Any, *args: Any, **kwargs: Any) -> Any:
         receipt = orig_start(self, *args, **kwargs)
         probe.started_at = time.perf_counter()
+        probe.fed = self
         return receipt
 
     def summarise(opts: Any, fed: Any, nodes: list[Any], honest: list[Any], *rest: Any) -> dict[str, Any]:
-        probe.nodes = list(nodes)
-        probe.finalising_voter = _finalising_voters(fed)
         if probe.keep_summary:
             return orig_summarise(opts, fed, nodes, honest, *rest)
         from peer.models import model_hash
@@ -175,16 +184,97 @@ def instrument(probe: Probe) -> Iterator[None]:
                 "honest_hashes_agree": {n.state.model_hash for n in honest} == {onchain},
                 "model_hash": model_hash(honest[0].model).hex()}
 
-    PeerNode._act, PeerNode._read_chain = act, read_chain  # type: ignore[method-assign]
+    PeerNode._act, PeerNode._read_chain, PeerNode.__init__ = act, read_chain, init  # type: ignore[method-assign]
+    # The fetch part: when each announcement reached each peer, and how long its fetch took.
+    import gossip.network as gn
+
+    orig_deliver, orig_publish = gn.Libp2pNetwork._fetch_and_deliver, gn.Libp2pNetwork.publish_update
+
+    async def deliver(self: Any, ann: Any, announcer: Any) -> None:
+        t0 = time.perf_counter()
+        before = self._counters.snapshot().get("updates_delivered", 0)
+        try:
+            await orig_deliver(self, ann, announcer)
+        finally:
+            ok = self._counters.snapshot().get("updates_delivered", 0) > before
+            probe.deliveries.append((ann.sender, ann.round, t0, time.perf_counter(), ok))
+
+    async def publish(self: Any, ann: Any, payload: bytes) -> None:
+        probe.published[(ann.sender, ann.round)] = time.perf_counter()
+        await orig_publish(self, ann, payload)
+
+    gn.Libp2pNetwork._fetch_and_deliver, gn.Libp2pNetwork.publish_update = deliver, publish  # type: ignore[method-assign]
+    # Where the fetch and aggregate parts go: time a few callees (module names bound in peer.node).
+    import peer.node as node_mod
+
+    timed: list[tuple[Any, str, Any]] = []
+    for owner, name in ((node_mod, "decode_update"), (node_mod, "aggregate"), (node_mod, "kept_mask"),
+                        (node_mod, "round_rewards"), (Federation, "commitments"), (Federation, "votes"),
+                        (Federation, "events"), (PeerNode, "_previous_majority_voters"),
+                        (PeerNode, "_save_checkpoint"), (PeerNode, "_append_round_log")):
+        if hasattr(owner, name):
+            timed.append((owner, name, getattr(owner, name)))
+            setattr(owner, name, _timed(getattr(owner, name), probe.calls.setdefault(name, [])))
     if probe.trace:
         PeerNode._emit = emit  # type: ignore[method-assign]
     Federation.start, demo._summarise = start, summarise  # type: ignore[method-assign]
     try:
         yield
     finally:
-        PeerNode._act, PeerNode._read_chain = orig_act, orig_read  # type: ignore[method-assign]
+        PeerNode._act, PeerNode._read_chain, PeerNode.__init__ = orig_act, orig_read, orig_init  # type: ignore[method-assign]
         PeerNode._emit = orig_emit  # type: ignore[method-assign]
         Federation.start, demo._summarise = orig_start, orig_summarise  # type: ignore[method-assign]
+        gn.Libp2pNetwork._fetch_and_deliver, gn.Libp2pNetwork.publish_update = orig_deliver, orig_publish  # type: ignore[method-assign]
+        for owner, name, fn in timed:
+            setattr(owner, name, fn)
+
+
+def _timed(fn: Any, sink: list[float]) -> Any:
+    """``fn`` (sync or async) that appends each call's duration to ``sink``."""
+    import functools
+    import inspect
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                sink.append(time.perf_counter() - t0)
+        return awrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            sink.append(time.perf_counter() - t0)
+    return wrapper
+
+
+def delivery_stats(probe: Probe) -> dict[str, Any]:
+    """Announcement latency (publish -> a peer starts fetching) and fetch duration, per round."""
+    out: dict[str, Any] = {}
+    for r in sorted({d[1] for d in probe.deliveries}):
+        ds = [d for d in probe.deliveries if d[1] == r]
+        lat = [d[2] - probe.published[(d[0], r)] for d in ds if (d[0], r) in probe.published]
+        dur = [d[3] - d[2] for d in ds if d[4]]
+        out[str(r)] = {"fetches": len(ds), "failed": sum(1 for d in ds if not d[4]),
+                       "announce_latency_median_s": statistics.median(lat) if lat else None,
+                       "announce_latency_max_s": max(lat) if lat else None,
+                       "fetch_median_s": statistics.median(dur) if dur else None,
+                       "fetch_max_s": max(dur) if dur else None,
+                       "last_delivery_after_first_publish_s":
+                           max(d[3] for d in ds) - min(t for (_, rr), t in probe.published.items() if rr == r)
+                           if any(rr == r for (_, rr) in probe.published) else None}
+    return out
+
+
+def call_stats(probe: Probe) -> dict[str, dict[str, float]]:
+    return {name: {"calls": len(v), "mean_s": statistics.fmean(v), "max_s": max(v)}
+            for name, v in probe.calls.items() if v}
 
 
 def _finalising_voters(fed: Any) -> dict[int, str]:
@@ -197,25 +287,94 @@ def _finalising_voters(fed: Any) -> dict[int, str]:
     return out
 
 
-TRACE = False  # --trace
+@contextlib.contextmanager
+def full_mesh() -> Iterator[None]:
+    """BENCH-ONLY SHIM (``--topology mesh``): every peer's network also bootstraps to every
+    peer started before it, so the demo's peers form a full mesh, as ``fedchain peer run``
+    peers do (peer/runner.py dials every peer registered on chain). As shipped, run_demo
+    bootstraps every peer to peer 0 only: a star, in which every payload fetch goes through
+    peer 0 (see the report). Remove once run_demo dials the mesh itself."""
+    import dataclasses
+
+    import gossip.network as gn
+
+    orig = gn.Libp2pNetwork
+    known: list[str] = []
+
+    class MeshNetwork(orig):  # type: ignore[misc, valid-type]
+        def __init__(self, *, config: Any) -> None:
+            boot = tuple(dict.fromkeys([*config.bootstrap, *known]))
+            super().__init__(config=dataclasses.replace(config, bootstrap=boot))
+
+        @contextlib.asynccontextmanager
+        async def running(self) -> Any:
+            async with super().running() as net:
+                known.extend(net.listen_multiaddrs())
+                yield net
+
+    gn.Libp2pNetwork = MeshNetwork  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        gn.Libp2pNetwork = orig  # type: ignore[misc]
 
 
-def run_federation(opts: Any, *, keep_summary: bool) -> tuple[dict[str, Any], Probe, float]:
-    """run_demo under the shims; returns (summary, probe, wall seconds)."""
+class RoundFailed(Exception):
+    """Raised from the report callback to end a timing run at its first failed round."""
+
+
+def _contains(exc: BaseException, kind: type[BaseException]) -> bool:
+    if isinstance(exc, kind):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_contains(e, kind) for e in exc.exceptions)
+    return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Bench-wide options (from the command line)."""
+
+    topology: str = "mesh"  # mesh | star (as shipped)
+    trace: bool = False
+
+
+SETTINGS = Settings()
+
+
+def run_federation(opts: Any, *, keep_summary: bool, stop_on_failed_round: bool = False,
+                   ) -> tuple[dict[str, Any] | None, Probe, float]:
+    """run_demo under the shims; returns (summary or None if stopped, probe, wall seconds)."""
     import trio
 
     from peer.demo import run_demo
 
-    probe = Probe(keep_summary=keep_summary, trace=TRACE)
+    probe = Probe(keep_summary=keep_summary, trace=SETTINGS.trace)
 
     def report(kind: str, data: dict[str, Any]) -> None:
         probe.log("demo", f"{kind} {data if kind != 'registered' else ''}")
         if kind == "round":
             probe.rounds_report.append((time.perf_counter(), data))
+            if stop_on_failed_round and not data["finalized"]:
+                raise RoundFailed(f"round {data['round']} failed")
 
     t0 = time.perf_counter()
-    with instrument(probe):
-        summary = trio.run(lambda: run_demo(opts, report=report))
+    summary: dict[str, Any] | None = None
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(instrument(probe))
+        if SETTINGS.topology == "mesh":
+            stack.enter_context(full_mesh())
+        try:
+            summary = trio.run(lambda: run_demo(opts, report=report))
+        except BaseException as exc:  # noqa: BLE001 - only our own stop signal is swallowed
+            if not _contains(exc, RoundFailed):
+                raise
+    if probe.fed is not None:
+        probe.finalising_voter = _finalising_voters(probe.fed)
+    for n in probe.nodes:  # gossip and node counters, summed over peers (drops, fetch failures)
+        for source in (n.net.counters(), n.counters):
+            for k, v in source.items():
+                probe.counters[k] = probe.counters.get(k, 0) + int(v)
     return summary, probe, time.perf_counter() - t0
 
 
@@ -258,8 +417,13 @@ def split_rounds(probe: Probe, rounds: int) -> list[dict[str, Any]]:
         wall = closed - opened
         commits = [a for a in probe.actions if a.action == "commit" and a.round == r and opened <= a.t1 <= closed]
         q = probe.finalising_voter.get(r)
+        recs = [n.records[r] for n in probe.nodes if r in n.records and "fetch" in n.records[r].seconds]
+        # payloads each aggregating peer had: fewer than committed means fetches failed
+        seen = {"committed": max((x.committed for x in recs), default=0),
+                "valid_min": min((x.valid for x in recs), default=0),
+                "valid_max": max((x.valid for x in recs), default=0)}
         if not ok or not commits or q is None:
-            rows.append({"round": r, "finalized": ok, "wall": wall})
+            rows.append({"round": r, "finalized": ok, "wall": wall, **seen})
             continue
         p = max(commits, key=lambda a: a.t1).peer
         rec_p, rec_q = nodes[p].records[r], nodes[q].records[r]
@@ -275,6 +439,7 @@ def split_rounds(probe: Probe, rounds: int) -> list[dict[str, Any]]:
             "commit_tx": rec_p.seconds.get("commit_tx", 0.0),
             "vote_tx": (vote.t1 - vote.t0) if vote is not None else 0.0,
         }
+        row.update(seen)
         row["chain"] = wall - sum(row[k] for k in PARTS if k != "chain")
         row["overhead"] = (wall - row["train"]) / wall
         # the same parts averaged over every peer that recorded them (not the critical path)
@@ -319,16 +484,19 @@ def bench_timing(peers: int, size: str, rounds: int, out_dir: Path) -> dict[str,
     hidden = SIZES[size]
     opts = DemoOptions(peers=peers, rounds=rounds, byzantine=0, partition="iid", hidden=hidden,
                        out_dir=out_dir / f"timing-{peers}p-{size}")
-    summary, probe, wall = run_federation(opts, keep_summary=False)
+    summary, probe, wall = run_federation(opts, keep_summary=False, stop_on_failed_round=True)
     rows = split_rounds(probe, rounds)
     rounds_s = sum(x["wall"] for x in rows)
     return {
         "peers": peers, "size": size, "hidden": list(hidden),
         "n_params": n_params(ModelSpec("mlp", (64,), 10, hidden=hidden)),
-        "rounds": rounds, "rounds_finalized": summary["rounds_finalized"],
-        "honest_hashes_agree": summary["honest_hashes_agree"],
+        "rounds": rounds, "stopped_at_failed_round": summary is None,
+        "rounds_finalized": sum(1 for x in rows if x["finalized"]),
+        "honest_hashes_agree": summary["honest_hashes_agree"] if summary else None,
         "run_seconds": wall, "rounds_seconds": rounds_s,
-        **summarise_rows(rows), "polls": poll_stats(probe, rounds_s), "per_round": rows,
+        **summarise_rows(rows), "polls": poll_stats(probe, rounds_s), "calls": call_stats(probe),
+        "counters": probe.counters, "deliveries": delivery_stats(probe),
+        "per_round": rows,
     }
 
 
@@ -443,12 +611,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of each timing run (round 1 reported apart)")
     ap.add_argument("--accuracy-rounds", type=int, default=10)
     ap.add_argument("--skip", default="", help="comma-separated: timing, accuracy, demo")
+    ap.add_argument("--topology", choices=("mesh", "star"), default="mesh",
+                    help="mesh: bench-only shim, every peer dials every other (as `fedchain peer run` does); "
+                         "star: run_demo as shipped (every peer bootstraps to peer 0 only)")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch intra-op threads of this process (0: torch's default, as `fedchain demo` runs)")
     ap.add_argument("--trace", action="store_true", help="print every peer action to stderr as it happens")
     ap.add_argument("--out", type=Path, default=None, help="run directory (default: a temporary one)")
     args = ap.parse_args()
 
-    global TRACE
-    TRACE = args.trace
+    global SETTINGS
+    SETTINGS = Settings(topology=args.topology, trace=args.trace)
+    if args.torch_threads:
+        from peer.train import configure_torch_threads
+
+        configure_torch_threads(args.torch_threads)
     skip = {s for s in args.skip.split(",") if s}
     peers = [int(p) for p in args.peers.split(",") if p]
     sizes = [s for s in args.sizes.split(",") if s]

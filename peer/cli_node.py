@@ -36,6 +36,7 @@ def demo(
     byzantine: int = typer.Option(1, help="How many peers are Byzantine."),
     attack: str = typer.Option("sign_flip", help="What the Byzantine peers do (see peer.attacks; also nan_inf, mismatch)."),
     aggregator: str = typer.Option("median", help="Aggregation rule."),
+    pre: str = typer.Option("nnm", help="Pre-aggregation steps, comma-separated (clip, nnm, bucketing; '' for none)."),
     chain: str = typer.Option("embedded", help="embedded, ganache, anvil, or an RPC URL."),
     partition: str = typer.Option("dirichlet", help="Data split: iid, dirichlet, quantity."),
     alpha: float = typer.Option(0.5, help="Dirichlet alpha (non-IID-ness) for --partition dirichlet."),
@@ -51,6 +52,7 @@ def demo(
     console = Console(stderr=as_json)
     try:
         opts = DemoOptions(peers=peers, rounds=rounds, byzantine=byzantine, attack=attack, aggregator=aggregator,
+                           pre=tuple(p.strip() for p in pre.split(",") if p.strip()),
                            chain=chain, partition=partition, alpha=alpha, seed=seed, out_dir=out)
     except FedchainError as exc:
         _fail(console, exc)
@@ -64,9 +66,10 @@ def demo(
                           f"{', '.join(a[:10] for a in data['byzantine']) or 'none'}")
         elif kind == "round":
             if data["finalized"]:
-                gas = ", ".join(f"{k} {v:,}" for k, v in sorted(data["gas"].items()))
-                console.print(f"round {data['round']:>2}: accuracy {data['accuracy']:.3f}  committed "
-                              f"{data['committed']} kept {data['kept']}  model {data['model_hash'][:16]}…  gas: {gas}")
+                short = {"commitUpdate": "commit", "voteAggregate": "vote"}
+                gas = " ".join(f"{short.get(k, k)} {v:,}" for k, v in sorted(data["gas"].items()))
+                console.print(f"round {data['round']:>2}  acc {data['accuracy']:.3f}  committed {data['committed']} "
+                              f"kept {data['kept']}  model {data['model_hash'][:12]}…  gas {gas}", soft_wrap=True)
             else:
                 console.print(f"round {data['round']:>2}: [yellow]failed[/yellow] (no quorum); model unchanged")
 

@@ -97,6 +97,10 @@ class NetworkSection:
 class AggregationSection:
     rule: str = "median"
     f: int = 0
+    pre: tuple[str, ...] = ()  # e.g. ["nnm"]: nearest-neighbour mixing before the rule
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pre", tuple(self.pre))
     codec: str = "float32"
     kept_factor: float = 2.0
 

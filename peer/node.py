@@ -62,7 +62,8 @@ class NodeConfig:
     train: TrainConfig
     dp: DPConfig | None = None
     aggregator: str = "median"
-    aggregator_f: int = 0  # Byzantine peers assumed, for Krum / trimmed mean
+    aggregator_f: int = 0  # Byzantine peers assumed, for Krum / trimmed mean / nnm
+    aggregator_pre: tuple[str, ...] = ()  # pre-aggregation steps: clip, nnm, bucketing
     codec: str = "float32"
     kept_factor: float = 2.0
     sample_cap: int = 1_000
@@ -368,12 +369,13 @@ class PeerNode:
         rec.valid = len(vectors)
         if vectors:
             agg = await trio.to_thread.run_sync(
-                lambda: aggregate(vectors, [float(max(s, 1)) for s in samples],
-                                  rule=self.cfg.aggregator, f=self.cfg.aggregator_f)
+                lambda: aggregate(vectors, [float(max(s, 1)) for s in samples], rule=self.cfg.aggregator,
+                                  f=min(self.cfg.aggregator_f, (len(vectors) - 1) // 2),
+                                  pre=self.cfg.aggregator_pre if len(vectors) > 2 else ())
             )
             agg_np = np.asarray(agg, dtype=np.float32).reshape(-1)
-            kept = kept_mask(vectors, agg_np, rule=self.cfg.aggregator, f=self.cfg.aggregator_f,
-                             factor=self.cfg.kept_factor)
+            kept = kept_mask(vectors, agg_np, rule=self.cfg.aggregator,
+                             f=min(self.cfg.aggregator_f, (len(vectors) - 1) // 2), factor=self.cfg.kept_factor)
         else:
             agg_np = np.zeros(self.dim, dtype=np.float32)
             kept = []

@@ -92,6 +92,7 @@ async def run_peer(cfg: PeerConfig, *, console: Console, live: bool = True) -> d
             await trio.to_thread.run_sync(lambda: fed.set_multiaddrs(addrs, sender=account))
         node_cfg = NodeConfig(data_dir=cfg.data_dir, model=cfg.model, train=cfg.train, dp=cfg.privacy,
                               aggregator=cfg.aggregation.rule, aggregator_f=cfg.aggregation.f,
+                              aggregator_pre=cfg.aggregation.pre,
                               codec=cfg.aggregation.codec, kept_factor=cfg.aggregation.kept_factor,
                               byzantine=cfg.node.byzantine, poll_interval=cfg.node.poll_interval,
                               fetch_timeout=cfg.node.fetch_timeout, linger=cfg.node.linger)

@@ -33,6 +33,7 @@ class SimOptions:
     byzantine: int = 0
     attack: str = "sign_flip"
     aggregator: str = "median"
+    pre: tuple[str, ...] = ("nnm",)
     alpha: float = 0.5
     partition: str = "dirichlet"
     chain: str = "ganache"
@@ -69,7 +70,8 @@ def write_peer_config(path: Path, *, rpc: str, contract: str, dev_account: int, 
         "[model]", f'arch = "{spec.arch}"', f"input_shape = {list(spec.input_shape)}",
         f"n_classes = {spec.n_classes}", f"hidden = {list(spec.hidden or ())}", f"seed = {spec.seed}", "",
         "[train]", f"epochs = {opts.epochs}", f"seed = {opts.seed}", "",
-        "[aggregation]", f'rule = "{opts.aggregator}"', f"f = {opts.byzantine}", "",
+        "[aggregation]", f'rule = "{opts.aggregator}"', f"f = {max(opts.byzantine, 1)}",
+        f"pre = {json.dumps(list(opts.pre))}", "",
         "[node]", f'data_dir = "{path.parent / ("peer%d" % peer_index)}"',
     ]
     if byzantine:
@@ -189,7 +191,42 @@ def run_sim(opts: SimOptions, *, console: Any) -> dict[str, Any]:
         "final_accuracy": final_acc,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    summary["accuracy_per_round"] = _accuracy_per_round(out / "peer0" / "models", spec, test)
+    summary["plot"] = str(_plot(out, summary))
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     console.print(f"{finalized}/{opts.rounds} rounds finalised; honest peers agree with the chain: "
                   f"{summary['honest_hashes_agree']}; results in {out / 'results.json'}")
     return summary
+
+
+def _accuracy_per_round(models: Path, spec: Any, test: Any) -> dict[int, float]:
+    """Accuracy on the pooled test split of every finalised model peer 0 kept."""
+    import numpy as np
+
+    from peer.train import evaluate
+
+    out: dict[int, float] = {}
+    for path in sorted(models.glob("round-*.npy")):
+        r = int(path.stem.split("-")[1])
+        out[r] = round(float(evaluate(spec, np.load(path).astype(np.float32), test)[0]), 4)
+    return out
+
+
+def _plot(out: Path, summary: dict[str, Any]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = summary["accuracy_per_round"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(list(acc), list(acc.values()), marker="o")
+    ax.set_xlabel("round")
+    ax.set_ylabel("accuracy (pooled test split)")
+    ax.set_title(f"fedchain sim: {summary['peers']} peers, {summary['aggregator']}, "
+                 f"{summary['byzantine']} Byzantine, alpha {summary['alpha']}")
+    fig.tight_layout()
+    path = out / "sim.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
