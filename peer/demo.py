@@ -265,6 +265,8 @@ def _summarise(opts: DemoOptions, fed: Any, nodes: list[Any], honest: list[Any],
         "plot": str(plot),
         "model_file": str(export),
         "contract": fed.address,
+        "slashed": [n.address for n in nodes if fed.peer_info(n.address).slashed],
+        "owed_to_reporters_wei": {n.address: fed.owed(n.address) for n in nodes if fed.owed(n.address)},
     }
 
 

@@ -43,8 +43,9 @@ __all__ = ["NodeConfig", "PeerNode", "RoundRecord", "NODE_ATTACKS"]
 
 # Byzantine behaviours at the protocol level (peer.attacks holds the update-level ones):
 # nan_inf publishes a well-formed payload full of NaNs; mismatch commits a hash that is not
-# the hash of what it published.
-NODE_ATTACKS = ("nan_inf", "mismatch")
+# the hash of what it published; equivocate gossips two different signed updates for one
+# round (and commits one of them), which any peer that sees both can prove on chain.
+NODE_ATTACKS = ("nan_inf", "mismatch", "equivocate")
 
 log = logging.getLogger("fedchain.node")
 
@@ -312,7 +313,7 @@ class PeerNode:
     def _byzantine_payload(self, honest: np.ndarray, r: int) -> tuple[bytes, np.ndarray]:
         """The update a Byzantine peer publishes instead of its honest one (simulation)."""
         name = self.cfg.byzantine or ""
-        if name == "mismatch":  # publishes its honest update, commits another hash (see _commit)
+        if name in ("mismatch", "equivocate"):  # honest update; the lie is in _commit
             payload, _, _ = encode_update(honest, codec="float32")
             return payload, honest
         if name == "nan_inf":
@@ -334,6 +335,13 @@ class PeerNode:
         committed_hash = ann.payload_hash
         if self.cfg.byzantine == "mismatch":
             committed_hash = hashlib.sha256(b"not the payload" + payload[:64]).digest()
+        elif self.cfg.byzantine == "equivocate":
+            other = np.frombuffer(payload, dtype=np.uint8).copy()
+            other[-1] ^= 1  # a second, different update for the same round, signed as well
+            twin = sign_update(self.account.key, chain_id=self.chain_id, contract=self.contract, round=r,
+                               payload_hash=hashlib.sha256(other.tobytes()).digest(), payload_size=len(other),
+                               n_samples=n_samples, encoding=ann.encoding)
+            await self.net.publish_update(twin, other.tobytes())
         receipt = await self._send("commitUpdate", self.fed.commit_update, r, committed_hash, n_samples)
         self.state = replace(self.state, committed_round=r)
         rec = self._record(r)

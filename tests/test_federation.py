@@ -73,6 +73,19 @@ async def test_bad_payloads_are_dropped_and_the_round_finalises(tmp_path: Path, 
     assert all(r["kept"] == 1 and r["earned_wei"] > 0 for r in honest), honest
 
 
+async def test_equivocating_peer_is_reported_and_slashed(tmp_path: Path) -> None:
+    """A peer gossips two different signed updates for one round; an honest peer that sees
+    both submits them to the contract, which slashes the offender's stake."""
+    opts = DemoOptions(peers=4, rounds=2, byzantine=1, attack="equivocate", out_dir=tmp_path, epochs=1)
+    with trio.fail_after(240):
+        s = await run_demo(opts, report=lambda kind, data: None)
+    cheat = next(r["peer"] for r in s["rewards"] if r["byzantine"])
+    assert s["slashed"] == [cheat]
+    assert len(s["owed_to_reporters_wei"]) == 1 and cheat not in s["owed_to_reporters_wei"]
+    assert list(s["owed_to_reporters_wei"].values())[0] == (ETHER // 10) * 5_000 // 10_000
+    assert s["rounds_finalized"] == 2 and s["honest_hashes_agree"]
+
+
 @pytest.mark.slow
 @pytest.mark.devnet
 def test_four_peer_processes_on_ganache_agree_with_the_chain(tmp_path: Path) -> None:
