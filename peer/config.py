@@ -102,7 +102,7 @@ class AggregationSection:
     def __post_init__(self) -> None:
         object.__setattr__(self, "pre", tuple(self.pre))
     codec: str = "float32"
-    kept_factor: float = 2.0
+    kept_factor: float = 3.0
 
 
 @dataclass(frozen=True)

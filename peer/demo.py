@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -102,6 +103,9 @@ async def run_demo(opts: DemoOptions, *, report: Any) -> dict[str, Any]:
     t_start = time.perf_counter()
     out = Path(opts.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("peer*"):  # a new federation: the previous run's checkpoints are not ours
+        if old.is_dir():
+            shutil.rmtree(old)
     data_cfg = DataConfig(dataset=opts.dataset, partition=opts.partition, alpha=opts.alpha, seed=opts.seed)
     probe, _ = load_peer_data(data_cfg, 0, opts.peers)
     spec = ModelSpec(arch=opts.arch, input_shape=probe.input_shape, n_classes=probe.n_classes,

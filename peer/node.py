@@ -66,7 +66,7 @@ class NodeConfig:
     aggregator_f: int = 0  # Byzantine peers assumed, for Krum / trimmed mean / nnm
     aggregator_pre: tuple[str, ...] = ()  # pre-aggregation steps: clip, nnm, bucketing
     codec: str = "float32"
-    kept_factor: float = 2.0
+    kept_factor: float = 3.0
     sample_cap: int = 1_000
     byzantine: str | None = None  # attack name: simulation and demo only
     poll_interval: float = 0.05
@@ -184,11 +184,17 @@ class PeerNode:
             with np.load(self._checkpoint, allow_pickle=False) as z:
                 vec = z["model"].astype(np.float32, copy=True)
                 meta = json.loads(bytes(z["meta"]).decode())
-            if vec.shape == (self.dim,) and model_hash(vec).hex() == meta["model_hash"]:
+            r = int(meta["model_round"])
+            # a checkpoint counts only if the chain finalised exactly this model in its round
+            # (the same address can host another federation on a fresh devnet)
+            onchain = await self._chain(self.fed.finalized_model, r) if r > 0 else self.params.genesis_model_hash
+            if vec.shape == (self.dim,) and model_hash(vec).hex() == meta["model_hash"] and model_hash(vec) == onchain:
                 self.model = vec
                 self.balances = {a: int(v) for a, v in meta["balances"].items()}
-                self.state = replace(self.state, model_round=int(meta["model_round"]), model_hash=model_hash(vec))
+                self.state = replace(self.state, model_round=r, model_hash=model_hash(vec))
                 self._emit("resumed", {"round": self.state.model_round})
+            else:
+                self._emit("checkpoint_ignored", {"round": r, "reason": "not this federation's finalised model"})
         info = await self._chain(self.fed.peer_info, self.address)
         self.state = replace(
             self.state,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -130,6 +131,11 @@ def run_sim(opts: SimOptions, *, console: Any) -> dict[str, Any]:
 
     out = Path(opts.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("peer*"):  # a new federation: the previous run's peers are not ours
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.suffix in (".log", ".toml"):
+            old.unlink()
     t0 = time.perf_counter()
     data_cfg = DataConfig(dataset="digits", partition=opts.partition, alpha=opts.alpha, seed=opts.seed)
     probe, _ = load_peer_data(data_cfg, 0, opts.peers)
