@@ -397,6 +397,29 @@ def matvec_fixed(a: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
+def dots_with(rows: Rows, point: np.ndarray) -> np.ndarray:
+    """Dot product of every row with ``point``, float64, in the same fixed order as
+    :func:`distances_to` (per block numpy's pairwise sum, no BLAS; blocks in order)."""
+    n, d = len(rows), rows[0].shape[0]
+    block = 1 << 16
+    nblocks = (d + block - 1) // block
+    partial = np.zeros((nblocks, n), np.float64)
+
+    def fn(s: int, e: int, scratch: dict) -> None:
+        prod = _buffers(scratch, "prod", 1, e - s, np.float64)[0]
+        p64 = _buffers(scratch, "p64", 1, e - s, np.float64)[0]
+        p64[...] = point[s:e]
+        for i, r in enumerate(rows):
+            np.multiply(r[s:e], p64, out=prod, dtype=np.float64)
+            partial[s // block, i] = np.add.reduce(prod)
+
+    run_blocks(d, block, fn, fixed=True)
+    total = np.zeros(n, np.float64)
+    for k in range(nblocks):
+        total += partial[k]
+    return total
+
+
 def distances_to(rows: Rows, point: np.ndarray) -> np.ndarray:
     """Euclidean distance of every row to ``point``, float64, fixed summation order.
 

@@ -573,6 +573,7 @@ def kept_mask(
     rule: str,
     f: int = 0,
     factor: float = 2.0,
+    same_direction: bool = True,
     **options: Any,
 ) -> list[bool]:
     """Which updates the rule "kept" (feeds the reward rule); deterministic.
@@ -581,7 +582,11 @@ def kept_mask(
     update counts as kept when a selected mixed row uses it). Every other rule:
     update i is kept when its L2 distance to ``aggregate_vec`` is at most
     ``factor`` times the median of all N such distances (float64, fixed order;
-    median of an even count = mean of the two middle distances).
+    median of an even count = mean of the two middle distances) and, with
+    ``same_direction``, when it points the aggregate's way (dot product > 0, float64,
+    fixed order): a sign-flipped update can sit within the distance bound when the
+    honest updates are spread (non-IID data), never on the aggregate's side.
+    A zero aggregate keeps every update within the distance bound.
     """
     if rule not in RULES:
         raise AggregationError(f"unknown rule {rule!r}; choose from {RULES}")
@@ -607,4 +612,8 @@ def kept_mask(
     srt = np.sort(dist)
     n = b.n
     med = srt[(n - 1) // 2] if n % 2 else (srt[n // 2 - 1] + srt[n // 2]) / 2.0
-    return [bool(x <= factor * med) for x in dist]
+    near = [bool(x <= factor * med) for x in dist]
+    if not same_direction or not np.any(vec):
+        return near
+    dots = K.dots_with(b.src.rows, vec.astype(np.float32, copy=False))
+    return [n_ok and bool(dot > 0.0) for n_ok, dot in zip(near, dots, strict=True)]

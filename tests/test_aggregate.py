@@ -331,10 +331,23 @@ def test_kept_mask_marks_far_updates_and_is_deterministic() -> None:
     x[2] += 100.0
     x[6] -= 100.0
     agg = A.median(x)
-    mask = A.kept_mask(x, agg, rule="median")
+    mask = A.kept_mask(x, agg, rule="median", same_direction=False)  # centred noise: no direction
     assert mask == [i not in (2, 6) for i in range(9)]
-    assert A.kept_mask(list(x), agg.numpy(), rule="median") == mask
+    assert A.kept_mask(list(x), agg.numpy(), rule="median", same_direction=False) == mask
     assert A.kept_mask(x, agg, rule="multi_krum", f=2) == [i not in (2, 6) for i in range(9)]
+
+
+def test_kept_mask_rejects_a_sign_flipped_update_within_the_distance_bound() -> None:
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=200).astype(np.float32)
+    honest = [base + rng.normal(scale=1.2, size=200).astype(np.float32) for _ in range(4)]  # spread: non-IID
+    flipped = -honest[0]
+    x = np.stack([*honest, flipped])
+    agg = A.median(x)
+    assert A.kept_mask(x, agg, rule="median", factor=3.0, same_direction=False)[4]  # distance alone keeps it
+    mask = A.kept_mask(x, agg, rule="median", factor=3.0)
+    assert mask == [True, True, True, True, False]
+    assert A.kept_mask(list(x), agg.numpy(), rule="median", factor=3.0) == mask  # same on any input form
 
 
 # ----------------------------------------------------------------- validation
