@@ -5,15 +5,23 @@ Three transports in the same run, so the ratios hold on a noisy shared machine:
 * **gossip** - fedchain's network (``python -m gossip.node``): signed announcement on
   gossipsub, payload pulled over the ``/fedchain/payload/1`` libp2p stream;
 * **baseline** - the same bytes pushed through plain gossipsub publish (py-libp2p
-  0.8.1), cut into 512 KiB messages because larger ones are dropped silently;
+  0.8.1 on fedchain's host, so with :mod:`gossip.tuning`), cut into 512 KiB
+  messages because larger ones are dropped silently;
 * **raw TCP** - each peer writes its payload to every other peer over plain TCP on
   loopback (no encryption, no muxer): the floor.
 
 Time = from the moment the parent sends ``go`` to all children until the last peer
-holds every other peer's payload. ``bytes_received_per_peer_over_needed`` is the
-worst peer's payload bytes received over stream fetches divided by (N-1)*S.
+holds every other peer's payload. ``cpu_seconds`` = CPU time (user + system) all N
+processes used in that interval, read from /proc: unlike the time, it hardly
+depends on how busy the machine is (the N children share one scheduler autogroup,
+so under load they get a share of the CPU, not all of it).
+``bytes_received_per_peer_over_needed`` is the worst peer's payload bytes read
+from providers, complete transfers or not (counter ``bytes_received``), divided
+by (N-1)*S. With ``--repeat K`` gossip and raw TCP run K times, alternating, and
+medians are reported; ``*_over_raw_tcp`` are medians of the per-run ratios.
 
     .venv/bin/python bench/gossip.py --peers 10 --size-mb 4 --json
+    .venv/bin/python bench/gossip.py --peers 10 --size-mb 4 --repeat 3 --no-baseline --json
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -166,13 +175,28 @@ async def _child_tcp(index: int, n: int, size: int) -> None:
 # ------------------------------------------------------------------ parent
 
 
-def _run_cluster(cmds: list[list[str]], setup: dict[str, Any], timeout: float) -> list[dict[str, Any]] | None:
-    """Start children, exchange, return their 'done' objects (None if it timed out)."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _loadavg() -> float:
+    with open("/proc/loadavg") as fh:
+        return float(fh.read().split()[0])
+
+
+def _run_cluster(cmds: list[list[str]], setup: dict[str, Any],
+                 timeout: float) -> tuple[list[dict[str, Any]], float] | None:
+    """Start children, exchange; their 'done' objects and the CPU seconds all of them
+    used from 'go' until the last was done (None if it timed out)."""
     with Cluster(cmds) as cluster:
         listening = cluster.expect_all("listening", 120)
         cluster.send_all(json.dumps({**setup, "peers": [x["addrs"][0] for x in listening],
                                      "timeout": timeout}))
         cluster.expect_all("ready", 120)
+        cpu0 = sum(_cpu_seconds(p.pid) for p in cluster.procs)
         t0 = time.time()
         cluster.send_all("go")
         try:
@@ -180,48 +204,106 @@ def _run_cluster(cmds: list[list[str]], setup: dict[str, Any], timeout: float) -
         except ClusterError as exc:
             print(f"  ({exc})".splitlines()[0], file=sys.stderr)
             return None
+        cpu = sum(_cpu_seconds(p.pid) for p in cluster.procs) - cpu0
         cluster.send_all("stop")
         for d in done:
             d["seconds"] = d["t_done"] - t0
-        return done
+        return done, cpu
 
 
-def bench(peers: int, size: int, timeout: float, *, fetch_concurrency: int = 4,
-          only_gossip: bool = False) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="fedchain-bench-"))
-    py, me = sys.executable, str(Path(__file__).resolve())
+def _gossip_once(peers: int, size: int, timeout: float, tmp: Path, *, fetch_concurrency: int,
+                 serve_concurrency: int) -> dict[str, Any]:
     from eth_account import Account
 
     allowed = [Account.from_key(bytes.fromhex(_key(i))).address for i in range(peers)]
-    gossip_cmds = [[py, "-m", "gossip.node", "--data-dir", str(tmp / f"g{i}"), "--eth-key", _key(i),
-                    "--size", str(size), "--seed", str(i), "--timeout", str(timeout),
-                    "--fetch-concurrency", str(fetch_concurrency)]
-                   for i in range(peers)]
-    done = _run_cluster(gossip_cmds, {"allowed": allowed}, timeout)
-    result: dict[str, Any] = {"peers": peers, "size_bytes": size}
-    if done is None:
-        result["seconds_all_have_all"] = None
-        result["bytes_received_per_peer_over_needed"] = None
-    else:
-        result["seconds_all_have_all"] = round(max(d["seconds"] for d in done), 3)
-        needed = (peers - 1) * size
-        result["bytes_received_per_peer_over_needed"] = round(
-            max(d["counters"]["bytes_fetched"] for d in done) / needed, 4)
-    if only_gossip:
-        return result
-    common = ["--peers", str(peers), "--size", str(size)]
-    base = _run_cluster([[py, me, "--child", "baseline", "--index", str(i), "--data-dir",
-                          str(tmp / f"b{i}"), *common] for i in range(peers)], {}, timeout)
-    result["baseline_gossipsub_seconds"] = (
-        None if base is None or not all(d["complete"] for d in base)
-        else round(max(d["seconds"] for d in base), 3))
-    if base is not None and not all(d["complete"] for d in base):
-        result["baseline_gossipsub_chunks_received"] = [f"{d['chunks']}/{d['need']}" for d in base]
-    tcp = _run_cluster([[py, me, "--child", "tcp", "--index", str(i), *common]
-                        for i in range(peers)], {}, timeout)
-    result["raw_tcp_seconds"] = (None if tcp is None or not all(d["complete"] for d in tcp)
-                                 else round(max(d["seconds"] for d in tcp), 3))
+    cmds = [[sys.executable, "-m", "gossip.node", "--data-dir", str(tmp / f"g{i}"),
+             "--eth-key", _key(i), "--size", str(size), "--seed", str(i),
+             "--timeout", str(timeout), "--fetch-concurrency", str(fetch_concurrency),
+             "--serve-concurrency", str(serve_concurrency), "--no-hash-report"]
+            for i in range(peers)]
+    run = _run_cluster(cmds, {"allowed": allowed}, timeout)
+    if run is None:
+        return {"seconds": None, "cpu_seconds": None, "received_over_needed": None}
+    done, cpu = run
+    needed = (peers - 1) * size
+    return {"seconds": round(max(d["seconds"] for d in done), 3), "cpu_seconds": round(cpu, 2),
+            # worst peer: payload bytes read from providers (complete or not) / bytes it needed
+            "received_over_needed": round(max(d["counters"]["bytes_received"] for d in done)
+                                          / needed, 4)}
+
+
+def _tcp_once(peers: int, size: int, timeout: float) -> dict[str, Any]:
+    me = str(Path(__file__).resolve())
+    run = _run_cluster([[sys.executable, me, "--child", "tcp", "--index", str(i), "--peers",
+                         str(peers), "--size", str(size)] for i in range(peers)], {}, timeout)
+    if run is None or not all(d["complete"] for d in run[0]):
+        return {"seconds": None, "cpu_seconds": None}
+    done, cpu = run
+    return {"seconds": round(max(d["seconds"] for d in done), 3), "cpu_seconds": round(cpu, 2)}
+
+
+def _baseline_once(peers: int, size: int, timeout: float, tmp: Path) -> dict[str, Any]:
+    me = str(Path(__file__).resolve())
+    run = _run_cluster([[sys.executable, me, "--child", "baseline", "--index", str(i),
+                         "--data-dir", str(tmp / f"b{i}"), "--peers", str(peers), "--size",
+                         str(size)] for i in range(peers)], {}, timeout)
+    if run is None:
+        return {"seconds": None}
+    done, _ = run
+    if not all(d["complete"] for d in done):
+        return {"seconds": None, "chunks_received": [f"{d['chunks']}/{d['need']}" for d in done]}
+    return {"seconds": round(max(d["seconds"] for d in done), 3)}
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    return None if len(known) < len(values) or not known else known[len(known) // 2]
+
+
+def bench(peers: int, size: int, timeout: float, *, fetch_concurrency: int = 4,
+          serve_concurrency: int = 8, repeat: int = 1, only_gossip: bool = False,
+          baseline: bool = True) -> dict[str, Any]:
+    """Run the transports ``repeat`` times, gossip and raw TCP alternating, and
+    report medians; ratios to raw TCP are the medians of the per-run ratios."""
+    tmp = Path(tempfile.mkdtemp(prefix="fedchain-bench-"))
+    load_before = _loadavg()
+    runs: list[dict[str, Any]] = []
+    for k in range(repeat):
+        run: dict[str, Any] = {"gossip": _gossip_once(
+            peers, size, timeout, tmp / f"r{k}", fetch_concurrency=fetch_concurrency,
+            serve_concurrency=serve_concurrency)}
+        if not only_gossip:
+            run["tcp"] = _tcp_once(peers, size, timeout)
+        runs.append(run)
+    gossip = [r["gossip"] for r in runs]
+    result: dict[str, Any] = {
+        "peers": peers, "size_bytes": size, "repeat": repeat,
+        "fetch_concurrency": fetch_concurrency, "serve_concurrency": serve_concurrency,
+        "seconds_all_have_all": _median([g["seconds"] for g in gossip]),
+        "cpu_seconds": _median([g["cpu_seconds"] for g in gossip]),
+        "bytes_received_per_peer_over_needed": _median([g["received_over_needed"] for g in gossip]),
+    }
+    if repeat > 1:
+        result["seconds_each_run"] = [g["seconds"] for g in gossip]
+    if not only_gossip:
+        tcp = [r["tcp"] for r in runs]
+        result["raw_tcp_seconds"] = _median([t["seconds"] for t in tcp])
+        result["raw_tcp_cpu_seconds"] = _median([t["cpu_seconds"] for t in tcp])
+        result["seconds_over_raw_tcp"] = _ratio(gossip, tcp, "seconds")
+        result["cpu_over_raw_tcp"] = _ratio(gossip, tcp, "cpu_seconds")
+        if baseline:
+            base = _baseline_once(peers, size, timeout, tmp / "base")
+            result["baseline_gossipsub_seconds"] = base["seconds"]
+            if "chunks_received" in base:
+                result["baseline_gossipsub_chunks_received"] = base["chunks_received"]
+    result["loadavg_1min_before_after"] = [load_before, _loadavg()]
     return result
+
+
+def _ratio(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> float | None:
+    ratios = [None if x[key] is None or not y[key] else x[key] / y[key] for x, y in zip(a, b, strict=True)]
+    median = _median(ratios)
+    return None if median is None else round(median, 2)
 
 
 def main() -> None:
@@ -232,7 +314,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="per transport, seconds")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--fetch-concurrency", type=int, default=4)
+    parser.add_argument("--serve-concurrency", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of gossip and raw TCP, alternating; medians are reported")
     parser.add_argument("--only-gossip", action="store_true", help="skip baseline and raw TCP")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip plain gossipsub (slow: up to --timeout)")
     parser.add_argument("--child", choices=["baseline", "tcp"], help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
@@ -247,7 +334,8 @@ def main() -> None:
             trio.run(_child_tcp, args.index, args.peers, size)
         return
     result = bench(args.peers, size, args.timeout, fetch_concurrency=args.fetch_concurrency,
-                   only_gossip=args.only_gossip)
+                   serve_concurrency=args.serve_concurrency, repeat=args.repeat,
+                   only_gossip=args.only_gossip, baseline=not args.no_baseline)
     if args.json:
         print(json.dumps(result))
     else:

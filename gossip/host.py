@@ -3,7 +3,8 @@
 ``new_host()`` of py-libp2p 0.8.1 offers plaintext, secio and TLS next to noise
 when no security option is given, and mplex as a fallback muxer: we pass exactly
 one of each (noise, yamux), so two fedchain peers can never negotiate down to an
-unauthenticated channel.
+unauthenticated channel. The noise transport and yamux carry fedchain's
+speed workarounds (:mod:`gossip.tuning`).
 
 The host's identity is an Ed25519 key whose 32-byte seed lives in
 ``<data_dir>/p2p_identity.key`` (mode 0600): the peer id survives restarts, so
@@ -25,11 +26,11 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pa
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from gossip.errors import NetworkError
+from gossip.tuning import BufferedNoiseTransport, apply_workarounds
 
 __all__ = ["IDENTITY_FILE", "load_or_create_identity", "build_host", "parse_peer_multiaddr"]
 
@@ -70,7 +71,8 @@ def build_host(key_pair: KeyPair, listen_addrs: Sequence[str]) -> IHost:
         names = [p.name for p in addr.protocols()]
         if "tcp" not in names or any(n in names for n in ("ws", "wss", "quic", "quic-v1")):
             raise NetworkError(f"listen multiaddr {addr} is not plain TCP")
-    noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
+    apply_workarounds()  # py-libp2p speed fixes, see gossip.tuning
+    noise = BufferedNoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
     return new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},

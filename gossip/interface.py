@@ -49,10 +49,15 @@ class Network(Protocol):
         """
         ...
 
-    async def fetch(self, payload_hash: bytes, *, size: int,
+    async def fetch(self, payload_hash: bytes, *, size: int | None,
                     providers: list[str] | None = None) -> bytes:
         """The payload with this sha256 and exact size, from any peer that has it
-        (``providers``, peer ids, are tried first). Raises FetchError."""
+        (``providers``, peer ids, are tried first). Raises FetchError.
+
+        ``size=None``: the size is not known (e.g. the hash came from the chain and
+        the announcement was missed); any size up to ``max_payload_bytes`` is
+        accepted, a provider offering more is refused (counter ``fetch_oversize``),
+        and the bytes are still checked against the hash as they arrive."""
         ...
 
     def provide(self, data: bytes) -> bytes:

@@ -165,37 +165,47 @@ class MemoryNetwork:
     def updates(self) -> AsyncIterator[tuple[UpdateAnnouncement, bytes]]:
         return self._updates_recv.__aiter__()
 
-    async def fetch(self, payload_hash: bytes, *, size: int,
+    async def fetch(self, payload_hash: bytes, *, size: int | None,
                     providers: list[str] | None = None) -> bytes:
         self._require()
         await trio.lowlevel.checkpoint()
-        if size > self.max_payload_bytes:
-            raise FetchError(f"size {size} exceeds max_payload_bytes {self.max_payload_bytes}")
+        cap = self.max_payload_bytes
+        if size is not None and not 0 <= size <= cap:
+            raise FetchError(f"size {size} is not within 0..max_payload_bytes ({cap})")
         data = self._store.get(payload_hash)
         if data is None:
-            peers = {p.peer_id: p for p in self.hub._peers_of(self.peer_id)}
-            order = [peers[p] for p in (providers or []) if p in peers]
-            order += [p for p in peers.values() if p not in order]
-            for peer in order:
-                candidate = peer._store.get(payload_hash)
-                if candidate is None:
-                    self._counters.inc("fetch_not_found")
-                elif len(candidate) != size:
-                    self._counters.inc("fetch_size_mismatch")
-                elif hashlib.sha256(candidate).digest() != payload_hash:
-                    self._counters.inc("fetch_hash_mismatch")
-                else:
-                    data = candidate
-                    self._counters.inc("fetch_ok")
-                    self._counters.inc("bytes_fetched", size)
-                    self._store.put_verified(payload_hash, data)
-                    break
-            else:
-                self._counters.inc("fetch_failed")
-                raise FetchError(f"payload {payload_hash.hex()}: no connected peer has it")
-        if len(data) != size:
+            data = self._fetch_from_peers(payload_hash, size, providers or [])
+        if size is not None and len(data) != size:
             raise FetchError(f"payload {payload_hash.hex()} has {len(data)} bytes, not {size}")
         return data
+
+    def _fetch_from_peers(self, payload_hash: bytes, size: int | None,
+                          providers: list[str]) -> bytes:
+        """Copy the payload from the first peer whose copy passes the same checks
+        as a libp2p fetch (size header, cap when the size is unknown, sha256)."""
+        cap = self.max_payload_bytes
+        peers = {p.peer_id: p for p in self.hub._peers_of(self.peer_id)}
+        order = [peers[p] for p in providers if p in peers]
+        order += [p for p in peers.values() if p not in order]
+        for peer in order:
+            candidate = peer._store.get(payload_hash)
+            if candidate is None:
+                self._counters.inc("fetch_not_found")
+            elif size is None and len(candidate) > cap:
+                self._counters.inc("fetch_oversize")  # refused on its size header
+            elif size is not None and len(candidate) != size:
+                self._counters.inc("fetch_size_mismatch")
+            else:
+                self._counters.inc("bytes_received", len(candidate))
+                if hashlib.sha256(candidate).digest() != payload_hash:
+                    self._counters.inc("fetch_hash_mismatch")
+                    continue
+                self._counters.inc("fetch_ok")
+                self._counters.inc("bytes_fetched", len(candidate))
+                self._store.put_verified(payload_hash, candidate)
+                return candidate
+        self._counters.inc("fetch_failed")
+        raise FetchError(f"payload {payload_hash.hex()}: no connected peer delivered it")
 
     def provide(self, data: bytes) -> bytes:
         return self._store.put(bytes(data))

@@ -47,6 +47,7 @@ from gossip.payload import (
     PAYLOAD_PROTOCOL,
     STREAM_ERRORS,
     BlobStore,
+    FetchLimits,
     ProviderError,
     fetch_failed,
     fetch_from_peer,
@@ -69,10 +70,14 @@ class NetworkConfig:
 
     ``data_dir`` holds the host identity key. ``bootstrap`` multiaddrs (with
     ``/p2p/<id>``) are dialed at start and re-dialed with exponential backoff
-    whenever the connection drops. A fetch from one provider may take
-    ``fetch_timeout_base + size / fetch_min_rate`` seconds before the next
-    provider is tried; when no provider delivered, all connected peers are asked
-    again up to ``fetch_attempts`` times, ``fetch_retry_delay`` doubling between.
+    whenever the connection drops. A provider must start answering a fetch
+    within ``fetch_timeout_base`` seconds (waiting for one of its
+    ``serve_concurrency`` slots included), never pause longer than that, and
+    deliver ``size`` bytes within ``fetch_timeout_base + size / fetch_min_rate``
+    seconds; otherwise the next provider is tried. When no provider delivered,
+    all connected peers are asked again up to ``fetch_attempts`` times,
+    ``fetch_retry_delay`` doubling between. ``fetch(hash, size=None)`` accepts
+    any size up to ``max_payload_bytes``.
     """
 
     data_dir: Path
@@ -134,6 +139,9 @@ class Libp2pNetwork:
         self._store = BlobStore(config.store_max_bytes)
         self._fetch_limiter = trio.CapacityLimiter(config.fetch_concurrency)
         self._serve_limiter = trio.CapacityLimiter(config.serve_concurrency)
+        self._fetch_limits = FetchLimits(max_bytes=config.max_payload_bytes,
+                                         timeout_base=config.fetch_timeout_base,
+                                         min_rate=config.fetch_min_rate)
         self._fetch_locks: dict[bytes, trio.Lock] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._pending_fetches = 0
@@ -292,17 +300,18 @@ class Libp2pNetwork:
 
     # ------------------------------------------------------------------ fetch
 
-    async def fetch(self, payload_hash: bytes, *, size: int,
+    async def fetch(self, payload_hash: bytes, *, size: int | None,
                     providers: list[str] | None = None) -> bytes:
         run = self._require()
-        if size > self.config.max_payload_bytes:
-            raise FetchError(f"size {size} exceeds max_payload_bytes {self.config.max_payload_bytes}")
+        cap = self.config.max_payload_bytes
+        if size is not None and not 0 <= size <= cap:
+            raise FetchError(f"size {size} is not within 0..max_payload_bytes ({cap})")
         lock = self._fetch_locks.setdefault(payload_hash, trio.Lock())
         try:
             async with lock:  # one fetch per hash: others wait and then find it stored
                 data = self._store.get(payload_hash)
                 if data is not None:
-                    if len(data) != size:
+                    if size is not None and len(data) != size:
                         raise FetchError(f"payload {payload_hash.hex()} has {len(data)} bytes, "
                                          f"not {size}")
                     return data
@@ -314,7 +323,7 @@ class Libp2pNetwork:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._fetch_locks.pop(payload_hash, None)
 
-    async def _fetch_from_any(self, run: _Running, digest: bytes, size: int,
+    async def _fetch_from_any(self, run: _Running, digest: bytes, size: int | None,
                               hints: list[str]) -> bytes:
         order: list[ID] = []
         for hint in hints:
@@ -327,7 +336,6 @@ class Libp2pNetwork:
         others = [p for p in run.host.get_connected_peers() if p not in order and p != run.my_id]
         self._rng.shuffle(others)
         order += others
-        timeout = self.config.fetch_timeout_base + size / self.config.fetch_min_rate
         reasons: list[str] = []
         bad: set[ID] = set()  # sent wrong bytes: never asked again in this fetch
         for attempt in range(self.config.fetch_attempts):
@@ -338,30 +346,25 @@ class Libp2pNetwork:
                 order += [p for p in run.host.get_connected_peers()
                           if p not in order and p != run.my_id]
             order = [p for p in order if p not in bad]
-            data = await self._try_providers(run, order, digest, size, timeout, reasons, bad)
+            data = await self._try_providers(run, order, digest, size, reasons, bad)
             if data is not None:
                 return data
         self._counters.inc("fetch_failed")
         raise fetch_failed(digest, reasons)
 
-    async def _try_providers(self, run: _Running, order: list[ID], digest: bytes, size: int,
-                             timeout: float, reasons: list[str], bad: set[ID]) -> bytes | None:
+    async def _try_providers(self, run: _Running, order: list[ID], digest: bytes,
+                             size: int | None, reasons: list[str], bad: set[ID]) -> bytes | None:
         for peer in order:
             if peer in bad:
                 continue
             try:
-                with trio.fail_after(timeout):
-                    data = await fetch_from_peer(run.host, peer, digest, size=size,
-                                                 counters=self._counters)
+                data = await fetch_from_peer(run.host, peer, digest, size=size,
+                                             limits=self._fetch_limits, counters=self._counters)
             except ProviderError as exc:
                 self._counters.inc(f"fetch_{exc.reason}")
                 reasons.append(str(exc))
                 if exc.reason in ("size_mismatch", "oversize", "hash_mismatch"):
                     bad.add(peer)
-                continue
-            except trio.TooSlowError:
-                self._counters.inc("fetch_timeout")
-                reasons.append(f"{peer}: no complete answer within {timeout:.0f} s")
                 continue
             self._counters.inc("fetch_ok")
             return data

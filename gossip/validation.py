@@ -52,7 +52,9 @@ COUNTER_NAMES = (
     "fetch_ok", "fetch_not_found", "fetch_size_mismatch", "fetch_oversize",
     "fetch_hash_mismatch", "fetch_stream_error", "fetch_timeout",
     "fetch_failed",           # no provider delivered (after all retries)
-    "bytes_fetched", "bytes_served",
+    "bytes_fetched",          # payload bytes of successful fetches
+    "bytes_received",         # payload bytes read from providers, complete or not
+    "bytes_served",
     "serve_requests", "serve_ok", "serve_not_found", "serve_aborted", "serve_bad_request",
     "bootstrap_connected", "bootstrap_dial_failed",
 )

@@ -116,3 +116,21 @@ async def test_memory_offline_peer_receives_nothing() -> None:
         await wait_until(lambda: a.counters()["published"] == 1, 2, "publish")
         assert b.counters()["announce_received"] == 0
         assert a.connected_peers() == []
+
+
+async def test_memory_fetch_by_hash_only_and_a_copy_above_the_cap_is_refused() -> None:
+    hub = MemoryHub()
+    small = hub.network(chain_id=CHAIN_ID, contract=CONTRACT, max_payload_bytes=4000)
+    big = hub.network(chain_id=CHAIN_ID, contract=CONTRACT)
+    async with small.running() as a, big.running() as b:
+        fits, too_big = payload(1, 4000), payload(2, 4001)
+        digest_fits, digest_too_big = b.provide(fits), b.provide(too_big)
+        assert await a.fetch(digest_fits, size=None) == fits
+        assert a.counters()["fetch_ok"] == 1 and a.counters()["bytes_received"] == len(fits)
+        with pytest.raises(FetchError, match="no connected peer delivered it"):
+            await a.fetch(digest_too_big, size=None)
+        counts = a.counters()
+        assert counts["fetch_oversize"] == 1 and counts["bytes_received"] == len(fits)
+        with pytest.raises(FetchError, match="max_payload_bytes"):
+            await a.fetch(digest_too_big, size=len(too_big))
+        assert await b.fetch(digest_too_big, size=None) == too_big  # own store

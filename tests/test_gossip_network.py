@@ -162,6 +162,9 @@ async def test_a_peer_sending_invalid_messages_is_graylisted(tmp_path) -> None:
         assert await _collect(receiver, 1, 10) == {address(1): ph}
 
 
+_CAP = 1 << 20  # max_payload_bytes of the hosts in the bad-provider tests
+
+
 def _evil_handler(mode: str, data: bytes):
     async def handler(stream) -> None:
         await stream.read(33)
@@ -172,35 +175,65 @@ def _evil_handler(mode: str, data: bytes):
             await stream.write(header + data + b"extra bytes past the announced size")
         elif mode == "size_header":
             await stream.write(bytes([0]) + (len(data) + 1).to_bytes(8, "big") + data + b"!")
+        elif mode == "over_cap":  # a size above max_payload_bytes, then bytes that match it
+            await stream.write(bytes([0]) + (_CAP + 1).to_bytes(8, "big") + data)
         elif mode == "disconnect":
             await stream.write(header + data[: len(data) // 2])
             await stream.reset()
             return
+        elif mode == "stall":
+            await stream.write(header + data[: len(data) // 2])
+            await trio.sleep_forever()  # a provider that stops sending, connection open
         await stream.close()
     return handler
 
 
-@pytest.mark.parametrize("mode, counter", [
-    ("wrong_bytes", "fetch_hash_mismatch"),
-    ("too_long", "fetch_oversize"),
-    ("size_header", "fetch_size_mismatch"),
-    ("disconnect", "fetch_stream_error"),
+@pytest.mark.parametrize("mode, counter, size_known", [
+    ("wrong_bytes", "fetch_hash_mismatch", True),
+    ("wrong_bytes", "fetch_hash_mismatch", False),
+    ("too_long", "fetch_oversize", True),
+    ("size_header", "fetch_size_mismatch", True),
+    ("over_cap", "fetch_oversize", False),
+    ("disconnect", "fetch_stream_error", True),
+    ("stall", "fetch_timeout", True),
 ])
-async def test_fetch_survives_a_bad_provider(tmp_path, mode, counter, caplog) -> None:
+async def test_fetch_survives_a_bad_provider(tmp_path, mode, counter, size_known, caplog) -> None:
     caplog.set_level(logging.WARNING)
     async with contextlib.AsyncExitStack() as stack:
-        fetcher, evil, honest = await start_networks(stack, tmp_path, 3)
+        fetcher, evil, honest = await start_networks(stack, tmp_path, 3, max_payload_bytes=_CAP,
+                                                     fetch_timeout_base=1.0)
         await connect_all([fetcher, evil, honest])
         data = payload(5, 400_000)
         digest = honest.provide(data)
         evil._require().host.set_stream_handler(PAYLOAD_PROTOCOL, _evil_handler(mode, data))
         with trio.fail_after(15):
-            got = await fetcher.fetch(digest, size=len(data), providers=[evil.peer_id()])
+            got = await fetcher.fetch(digest, size=len(data) if size_known else None,
+                                      providers=[evil.peer_id()])
         assert got == data
         c = fetcher.counters()
         assert c[counter] == 1 and c["fetch_ok"] == 1
         assert c["bytes_fetched"] == len(data)
+        if mode in ("size_header", "over_cap"):  # refused on the header: no body byte read
+            assert c["bytes_received"] == len(data)
     _no_shutdown_errors(caplog)
+
+
+async def test_fetch_by_hash_only_from_a_peer_that_has_it(tmp_path) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        a, b, c = await start_networks(stack, tmp_path, 3)
+        await connect_all([a, b, c])
+        model = payload(6, 3 << 20)  # several yamux frames and windows
+        digest = c.provide(model)
+        with trio.fail_after(15):
+            assert await a.fetch(digest, size=None) == model
+            assert await a.fetch(digest, size=None) == model  # now from its own store
+        counts = a.counters()
+        assert counts["fetch_ok"] == 1 and counts["bytes_fetched"] == len(model)
+        assert counts["bytes_received"] == len(model)
+        with pytest.raises(FetchError, match="no provider"):
+            await b.fetch(hashlib.sha256(b"nobody has this").digest(), size=None)
+        with pytest.raises(FetchError, match="max_payload_bytes"):
+            await b.fetch(digest, size=(256 << 20) + 1)
 
 
 async def test_announced_payload_that_no_one_serves_correctly_is_not_delivered(tmp_path) -> None:
