@@ -421,11 +421,24 @@ class PeerNode:
         return out
 
     async def _get_payload(self, c: Any, out: dict[bytes, bytes]) -> None:
-        # The network yields an update only once its payload is fetched and hash-checked,
-        # so the inbox holds (announcement, payload) pairs; a commitment whose announcement
-        # never arrives stays missing and is excluded when the collection times out.
+        """The payload of one commitment: from gossip (the network yields an update once its
+        payload is fetched and hash-checked), or, when the announcement has not arrived
+        within a second, fetched by the committed hash from any peer that has it."""
+        waited = 0.0
         while (got := self._inbox.get(c.payload_hash)) is None:
+            if waited >= 1.0:
+                try:
+                    data = await self.net.fetch(c.payload_hash, size=None)
+                except GossipError as exc:
+                    self._count("payload_fetch_failed")
+                    log.debug("fetch %s failed: %s", c.payload_hash.hex()[:12], exc)
+                    waited = 0.0  # wait for gossip again before the next attempt
+                else:
+                    self._count("payload_fetched")
+                    out[c.payload_hash] = data
+                    return
             await trio.sleep(0.02)
+            waited += 0.02
         out[c.payload_hash] = got[1]
 
     async def _previous_majority_voters(self, r: int) -> list[str]:
