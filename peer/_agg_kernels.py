@@ -397,51 +397,44 @@ def matvec_fixed(a: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def dots_with(rows: Rows, point: np.ndarray) -> np.ndarray:
-    """Dot product of every row with ``point``, float64, in the same fixed order as
-    :func:`distances_to` (per block numpy's pairwise sum, no BLAS; blocks in order)."""
+def _row_sums(rows: Rows, point: np.ndarray, term: Callable[[np.ndarray, np.ndarray, np.ndarray], None]) -> np.ndarray:
+    """For every row, the float64 sum over coordinates of ``term(row_block, point_block, out)``
+    (which writes its per-coordinate values into ``out``), in a fixed order on any thread
+    count: per block numpy's pairwise sum (no BLAS), blocks added in block order."""
     n, d = len(rows), rows[0].shape[0]
     block = 1 << 16
     nblocks = (d + block - 1) // block
     partial = np.zeros((nblocks, n), np.float64)
 
     def fn(s: int, e: int, scratch: dict) -> None:
-        prod = _buffers(scratch, "prod", 1, e - s, np.float64)[0]
+        out = _buffers(scratch, "out", 1, e - s, np.float64)[0]
         p64 = _buffers(scratch, "p64", 1, e - s, np.float64)[0]
         p64[...] = point[s:e]
         for i, r in enumerate(rows):
-            np.multiply(r[s:e], p64, out=prod, dtype=np.float64)
-            partial[s // block, i] = np.add.reduce(prod)
+            term(r[s:e], p64, out)
+            partial[s // block, i] = np.add.reduce(out)
 
-    run_blocks(d, block, fn, fixed=True)
+    run_blocks(d, block, fn, fixed=True)  # the partial sums' grouping must not move
     total = np.zeros(n, np.float64)
     for k in range(nblocks):
         total += partial[k]
     return total
 
 
+def _squared_difference(r: np.ndarray, p64: np.ndarray, out: np.ndarray) -> None:
+    np.subtract(r, p64, out=out, dtype=np.float64)
+    np.multiply(out, out, out=out)
+
+
+def _product(r: np.ndarray, p64: np.ndarray, out: np.ndarray) -> None:
+    np.multiply(r, p64, out=out, dtype=np.float64)
+
+
+def dots_with(rows: Rows, point: np.ndarray) -> np.ndarray:
+    """Dot product of every row with ``point``, float64, fixed summation order."""
+    return _row_sums(rows, point, _product)
+
+
 def distances_to(rows: Rows, point: np.ndarray) -> np.ndarray:
-    """Euclidean distance of every row to ``point``, float64, fixed summation order.
-
-    Per block, per row: float64 differences, squared, summed by numpy's pairwise
-    sum (a fixed algorithm, no BLAS); blocks are added in block order.
-    """
-    n, d = len(rows), rows[0].shape[0]
-    block = 1 << 16
-    nblocks = (d + block - 1) // block
-    partial = np.zeros((nblocks, n), np.float64)
-
-    def fn(s: int, e: int, scratch: dict) -> None:
-        diff = _buffers(scratch, "diff", 1, e - s, np.float64)[0]
-        p64 = _buffers(scratch, "p64", 1, e - s, np.float64)[0]
-        p64[...] = point[s:e]
-        for i, r in enumerate(rows):
-            np.subtract(r[s:e], p64, out=diff, dtype=np.float64)
-            np.multiply(diff, diff, out=diff)
-            partial[s // block, i] = np.add.reduce(diff)
-
-    run_blocks(d, block, fn, fixed=True)  # the partial sums' grouping must not move
-    total = np.zeros(n, np.float64)
-    for k in range(nblocks):
-        total += partial[k]
-    return np.sqrt(total)
+    """Euclidean distance of every row to ``point``, float64, fixed summation order."""
+    return np.sqrt(_row_sums(rows, point, _squared_difference))
