@@ -210,7 +210,7 @@ def apply_workarounds() -> None:
                     _LIBP2P_VERSION, _WRITTEN_FOR)
         return
     _yamux.MAX_MESSAGE_SIZE = YAMUX_FRAME_BYTES
-    _yamux.YamuxStream._auto_tune_and_send_window_update = _credit_consumed_bytes  # type: ignore[method-assign]
+    setattr(_yamux.YamuxStream, "_auto_tune_and_send_window_update", _credit_consumed_bytes)
     _pubsub.maybe_consume_signed_record = _consume_signed_record_once
     _gossipsub.maybe_consume_signed_record = _consume_signed_record_once
     _active = True
