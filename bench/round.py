@@ -105,7 +105,7 @@ class Settings:
     """Bench-wide options (from the command line)."""
 
     topology: str = "star"  # star (run_demo as shipped) | mesh (bench shim)
-    fetch_timeout: float | None = None  # None: NodeConfig's default (as shipped)
+    fetch_timeout: float | None = None  # None: DemoOptions' default (as shipped)
     poll_interval: float | None = None  # None: NodeConfig's default (as shipped)
     log_cache: bool = False
     trace: bool = False
@@ -568,8 +568,9 @@ def bench_timing(peers: int, size: str, rounds: int, out_dir: Path) -> dict[str,
         "demo_options": _opts_dict(opts), "rounds": rounds, "stopped_at_failed_round": summary is None,
         "rounds_finalized": sum(1 for x in rows if x["finalized"]),
         "honest_hashes_agree": summary["honest_hashes_agree"] if summary else None,
-        "run_seconds": wall, "setup_seconds": (probe.started_at or wall) - (probe.t_ref or 0.0),
-        "rounds_seconds": rounds_s, **summarise_rows(rows),
+        "run_seconds": wall, "setup_seconds": None if probe.started_at is None else probe.started_at - probe.t_ref,
+        "rounds_seconds": rounds_s, **(parts := summarise_rows(rows)),
+        "overhead_within_target": bool(parts["median"]) and parts["median"]["overhead"] <= OVERHEAD_TARGET,
         "polls": poll_stats(probe, rounds_s), "calls": call_stats(probe), "deliveries": delivery_stats(probe),
         "counters": {k: v for k, v in probe.counters.items() if v}, "per_round": rows,
     }
