@@ -39,3 +39,15 @@ def ganache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
 def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     """An anvil process on 127.0.0.1 (chain id 31337, development mnemonic)."""
     yield from _devnet("anvil", tmp_path_factory.mktemp("anvil"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Train on one intra-op thread, as the CLI and peers do (see peer.train), and put
+    torch's setting back afterwards: two OpenMP threads on a busy 2-core machine spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

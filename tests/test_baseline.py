@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
@@ -16,14 +15,7 @@ from peer.models import ModelSpec, build_model, get_flat, model_hash
 from peer.train import TrainConfig, centralized_baseline, evaluate, train_local
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Train on one intra-op thread, as the CLI and peers do (see peer.train), and put
-    torch's setting back afterwards: two OpenMP threads on a busy 2-core machine spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

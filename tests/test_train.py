@@ -16,14 +16,7 @@ from peer.privacy import DPConfig, PrivacyAccountant
 from peer.train import LocalResult, TrainConfig, evaluate, train_local
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Train on one intra-op thread, as the CLI and peers do (see peer.train), and put
-    torch's setting back afterwards: two OpenMP threads on a busy 2-core machine spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
